@@ -1,0 +1,31 @@
+"""A backend: one object bundling the stores a runtime needs."""
+
+from __future__ import annotations
+
+import attrs
+
+from ._protocols import Clock, EventLog, Inbox, PayloadStore, RunStore, SnapshotStore
+
+__all__ = ["Backend"]
+
+
+@attrs.define(eq=False)
+class Backend:
+    """The stores one runtime uses, all from the same namespace.
+
+    Backends are opened by ``open_*`` async context managers (``open_memory_backend``,
+    ``open_jetstream_backend``) that close what they opened on exit.
+    """
+
+    name: str
+    events: EventLog
+    runs: RunStore
+    inbox: Inbox
+    payloads: PayloadStore
+    snapshots: SnapshotStore
+    clock: Clock
+    #: the largest single message the log accepts (NATS max_payload); events over it are refused
+    max_event_bytes: int = 1024 * 1024
+
+    def __repr__(self) -> str:
+        return f"<Backend {self.name}>"
