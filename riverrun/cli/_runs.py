@@ -1,0 +1,270 @@
+"""``riverrun runs ...``: list, show, chain, logs, cancel, signal, prune.
+
+Every command that takes a run id also takes a workflow id (meaning the workflow's current
+run), because users copy whichever id they have at hand. Unknown ids exit with code 3.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ._exit import CliError, ExitCode, fail, run_command
+from ._filters import EventFilter
+from ._format import (
+    dumps_json,
+    print_chain,
+    print_events,
+    print_run,
+    print_runs,
+    run_to_json,
+    to_jsonable,
+)
+from ._parsing import parse_datetime, parse_json
+from ._settings import Settings, connection_options, json_option, open_client, pass_settings
+
+if TYPE_CHECKING:
+    from riverrun import Client, WorkflowRun
+
+__all__ = ["runs"]
+
+#: RunStatus values (fixed by the design); kept here so `--help` needs no runtime import
+STATUSES = ("running", "suspended", "completed", "failed", "cancelled", "continued_as_new")
+
+
+@click.group()
+def runs() -> None:
+    """Inspect and manage workflow runs."""
+
+
+async def resolve_run(client: Client, ident: str, settings: Settings) -> WorkflowRun:
+    """The run with id ``ident``, else the current run of the workflow with id ``ident``."""
+    from riverrun._errors import WorkflowNotFound
+
+    try:
+        return await client.get_run(ident)
+    except WorkflowNotFound:
+        pass
+    try:
+        return await client.get_handle(ident).describe()
+    except WorkflowNotFound:
+        fail(
+            f"no run or workflow with id {ident!r} in namespace {settings.namespace!r}",
+            exit_code=ExitCode.NOT_FOUND,
+        )
+
+
+@runs.command("list")
+@click.option(
+    "--status", type=click.Choice(STATUSES, case_sensitive=False), help="Only runs in this status."
+)
+@click.option(
+    "--workflow", "workflow_name", metavar="NAME", help="Only runs of this workflow (its name)."
+)
+@click.option(
+    "--workflow-id", metavar="ID", help="Only runs of this workflow id (its whole chain)."
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), metavar="N", help="At most N runs, newest first."
+)
+@json_option
+@connection_options(envvar=False)
+@pass_settings
+def list_(
+    settings: Settings,
+    status: str | None,
+    workflow_name: str | None,
+    workflow_id: str | None,
+    limit: int | None,
+) -> None:
+    """List runs, newest first."""
+
+    async def go() -> None:
+        from riverrun import RunStatus
+
+        async with open_client(settings) as client:
+            found = await client.list_runs(
+                workflow_id=workflow_id,
+                workflow_name=workflow_name,
+                status=RunStatus(status.lower()) if status else None,
+            )
+        ordered = sorted(found, key=lambda run: run.created_at, reverse=True)[:limit]
+        if settings.json:
+            click.echo(dumps_json([run_to_json(run) for run in ordered]))
+        else:
+            print_runs(settings.console(), ordered)
+
+    run_command(go, servers=settings.servers)
+
+
+@runs.command()
+@click.argument("run_id", metavar="RUN_OR_WORKFLOW_ID")
+@json_option
+@connection_options(envvar=False)
+@pass_settings
+def show(settings: Settings, run_id: str) -> None:
+    """Show one run: status, timing, chain links, result or error."""
+
+    async def go() -> None:
+        async with open_client(settings) as client:
+            run = await resolve_run(client, run_id, settings)
+        if settings.json:
+            click.echo(dumps_json(run_to_json(run)))
+        else:
+            print_run(settings.console(), run)
+
+    run_command(go, servers=settings.servers)
+
+
+@runs.command()
+@click.argument("run_id", metavar="RUN_OR_WORKFLOW_ID")
+@json_option
+@connection_options(envvar=False)
+@pass_settings
+def chain(settings: Settings, run_id: str) -> None:
+    """Show the continue-as-new chain that a run belongs to, first run to current."""
+
+    async def go() -> None:
+        async with open_client(settings) as client:
+            found = await client.get_workflow_chain(run_id)
+            if not found:
+                run = await resolve_run(client, run_id, settings)
+                found = await client.get_workflow_chain(run.run_id) or [run]
+        if settings.json:
+            click.echo(dumps_json([run_to_json(run) for run in found]))
+        else:
+            print_chain(settings.console(), found)
+
+    run_command(go, servers=settings.servers)
+
+
+@runs.command()
+@click.argument("run_id", metavar="RUN_OR_WORKFLOW_ID")
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="TYPE",
+    help="Only events whose type matches, e.g. continued, step.completed, step_completed, "
+    "step, 'workflow.*'. Repeat for several.",
+)
+@json_option
+@connection_options(envvar=False)
+@pass_settings
+def logs(settings: Settings, run_id: str, filters: tuple[str, ...]) -> None:
+    """Show a run's event history (after continue-as-new, only the link event remains)."""
+    from riverrun import EventType
+
+    event_filter = EventFilter(filters)
+    unknown = event_filter.unmatched([t.value for t in EventType])
+    if unknown:
+        fail(
+            f"--filter {unknown[0]!r} matches no event type; types are: "
+            + ", ".join(t.value for t in EventType),
+            exit_code=ExitCode.USAGE,
+        )
+
+    async def go() -> None:
+        async with open_client(settings) as client:
+            run = await resolve_run(client, run_id, settings)
+            events = await client.events(run.run_id)
+        selected = [e for e in events if event_filter.matches(str(e.type))]
+        if settings.json:
+            click.echo(dumps_json(selected))
+        else:
+            print_events(settings.console(), selected)
+
+    run_command(go, servers=settings.servers)
+
+
+@runs.command()
+@click.argument("ident", metavar="RUN_OR_WORKFLOW_ID")
+@json_option
+@connection_options(envvar=False)
+@pass_settings
+def cancel(settings: Settings, ident: str) -> None:
+    """Cancel a workflow (an old run id reaches the chain's current run)."""
+
+    async def go() -> None:
+        async with open_client(settings) as client:
+            run = await resolve_run(client, ident, settings)
+            cancelled = await client.cancel(ident)
+            after = await resolve_run(client, run.workflow_id, settings)
+        if settings.json:
+            click.echo(dumps_json({"id": ident, "cancelled": cancelled, "run": run_to_json(after)}))
+        elif cancelled:
+            click.echo(f"Cancellation requested for {after.workflow_id} (run {after.run_id}).")
+        if not cancelled:
+            raise CliError(
+                f"{ident!r} was not cancelled: its chain already ended ({after.status})",
+                exit_code=ExitCode.FAILED,
+            )
+
+    run_command(go, servers=settings.servers)
+
+
+@runs.command()
+@click.argument("ident", metavar="WORKFLOW_OR_RUN_ID")
+@click.argument("name")
+@click.argument("payload", required=False, metavar="[PAYLOAD_JSON]")
+@json_option
+@connection_options(envvar=False)
+@pass_settings
+def signal(settings: Settings, ident: str, name: str, payload: str | None) -> None:
+    """Send the signal NAME, with an optional JSON payload, to a workflow."""
+    value: Any = None if payload is None else parse_json(payload, what="PAYLOAD")
+
+    async def go() -> None:
+        async with open_client(settings) as client:
+            run = await resolve_run(client, ident, settings)
+            await client.signal(ident, name, value)
+        if settings.json:
+            click.echo(
+                dumps_json({"workflow_id": run.workflow_id, "signal": name, "payload": value})
+            )
+        else:
+            click.echo(f"Signal {name!r} sent to {run.workflow_id}.")
+
+    run_command(go, servers=settings.servers)
+
+
+@runs.command()
+@click.argument("workflow_id", metavar="WORKFLOW_ID")
+@click.option(
+    "--keep-last", type=click.IntRange(min=0), metavar="N", help="Keep the N newest finished runs."
+)
+@click.option(
+    "--completed-before",
+    metavar="DATE",
+    help="Prune only runs completed before DATE: ISO 8601 or an age (30m, 12h, 7d).",
+)
+@json_option
+@connection_options(envvar=False)
+@pass_settings
+def prune(
+    settings: Settings, workflow_id: str, keep_last: int | None, completed_before: str | None
+) -> None:
+    """Delete the records of old runs of a chain. The current run is never pruned."""
+    if keep_last is None and completed_before is None:
+        fail(
+            "say what to prune: --keep-last N, --completed-before DATE, or both",
+            exit_code=ExitCode.USAGE,
+        )
+    before: datetime | None = parse_datetime(completed_before) if completed_before else None
+
+    async def go() -> None:
+        async with open_client(settings) as client:
+            run = await resolve_run(client, workflow_id, settings)
+            pruned = await client.prune_runs(
+                run.workflow_id, keep_last=keep_last, completed_before=before
+            )
+        if settings.json:
+            click.echo(dumps_json({"workflow_id": run.workflow_id, "pruned": to_jsonable(pruned)}))
+        else:
+            click.echo(f"Pruned {len(pruned)} run(s) of {run.workflow_id}.")
+            for pruned_id in pruned:
+                click.echo(f"  {pruned_id}")
+
+    run_command(go, servers=settings.servers)

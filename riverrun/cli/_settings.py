@@ -1,0 +1,133 @@
+"""Connection settings shared by every command, and the options that set them.
+
+``--servers``, ``--namespace`` and ``--json`` are accepted both before the command
+(``riverrun --json runs list``) and after it (``riverrun runs list --json``), since users type
+both; the value given closest to the command wins, then the environment, then the default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+import click
+from rich.console import Console
+
+from ._parsing import parse_servers
+
+if TYPE_CHECKING:
+    from riverrun import Client
+
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "DEFAULT_SERVERS",
+    "Settings",
+    "connection_options",
+    "json_option",
+    "open_client",
+    "pass_settings",
+]
+
+DEFAULT_SERVERS = "nats://127.0.0.1:4222"
+DEFAULT_NAMESPACE = "default"
+#: seconds to wait for NATS before saying it is unreachable (the whole answer stays under 5 s)
+DEFAULT_CONNECT_TIMEOUT = 3.0
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@attrs.define
+class Settings:
+    """What the global options resolved to, shared through the click context."""
+
+    servers: list[str] = attrs.field(factory=lambda: parse_servers(DEFAULT_SERVERS))
+    namespace: str = DEFAULT_NAMESPACE
+    json: bool = False
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+
+    def console(self) -> Console:
+        """A console for human output; wide and plain when stdout is not a terminal."""
+        if sys.stdout.isatty():
+            return Console(highlight=False)
+        return Console(highlight=False, width=200, color_system=None, soft_wrap=False)
+
+
+pass_settings = click.make_pass_decorator(Settings, ensure=True)
+
+
+def _set_servers(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(Settings).servers = parse_servers(value)
+
+
+def _set_namespace(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        if not value.strip() or any(c in value for c in " .*>\t"):
+            raise click.BadParameter(
+                f"{value!r}: a namespace is a non-empty name without spaces, '.', '*' or '>'"
+            )
+        ctx.ensure_object(Settings).namespace = value
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(Settings).json = True
+
+
+def connection_options(*, envvar: bool) -> Callable[[F], F]:
+    """``--servers`` and ``--namespace``; the root group reads the environment variables."""
+
+    def decorate(fn: F) -> F:
+        fn = click.option(
+            "--namespace",
+            envvar="RIVERRUN_NAMESPACE" if envvar else None,
+            default=DEFAULT_NAMESPACE if envvar else None,
+            show_default=envvar,
+            metavar="NS",
+            expose_value=False,
+            callback=_set_namespace,
+            help="Namespace: runs, streams and buckets of one application "
+            "(env RIVERRUN_NAMESPACE).",
+        )(fn)
+        fn = click.option(
+            "--servers",
+            envvar="RIVERRUN_SERVERS" if envvar else None,
+            default=DEFAULT_SERVERS if envvar else None,
+            show_default=envvar,
+            metavar="URLS",
+            expose_value=False,
+            callback=_set_servers,
+            help="NATS server URL(s), comma-separated (env RIVERRUN_SERVERS).",
+        )(fn)
+        return fn
+
+    return decorate
+
+
+def json_option(fn: F) -> F:
+    """``--json``: print one machine-readable JSON document instead of text."""
+    return click.option(
+        "--json",
+        "json_output",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_json,
+        help="Print machine-readable JSON (datetimes in ISO 8601).",
+    )(fn)
+
+
+@contextlib.asynccontextmanager
+async def open_client(settings: Settings) -> AsyncIterator[Client]:
+    """A client connected to ``settings.servers``; hosts no workflows."""
+    from riverrun import Runtime  # imported here so that `riverrun --help` stays fast
+
+    async with Runtime.connect(
+        settings.servers,
+        namespace=settings.namespace,
+        worker=False,
+        connect_timeout=settings.connect_timeout,
+    ) as runtime:
+        yield runtime.client

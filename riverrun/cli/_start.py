@@ -1,0 +1,102 @@
+"""``riverrun start WORKFLOW [ARGS] [--kwargs JSON] [--id ID] [--wait]``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ._exit import ExitCode, fail, run_command
+from ._format import dumps_json, format_duration, run_duration, to_jsonable
+from ._parsing import parse_call_arguments
+from ._settings import Settings, connection_options, json_option, open_client, pass_settings
+
+__all__ = ["start"]
+
+
+@click.command()
+@click.argument("workflow")
+@click.argument("args", required=False, metavar="[ARGS_JSON]")
+@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments, a JSON object.")
+@click.option("--id", "workflow_id", metavar="ID", help="Workflow id (default: generated).")
+@click.option("--wait", is_flag=True, help="Wait for the chain's final result and print it.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="With --wait: give up waiting after this long (the workflow keeps running).",
+)
+@json_option
+@connection_options(envvar=False)
+@pass_settings
+def start(
+    settings: Settings,
+    workflow: str,
+    args: str | None,
+    kwargs_json: str | None,
+    workflow_id: str | None,
+    wait: bool,
+    timeout: float | None,
+) -> None:
+    """Start the workflow named WORKFLOW on the workers of the namespace.
+
+    ARGS_JSON is a JSON list of positional arguments ('[0, 100]'), a JSON object of keyword
+    arguments ('{"offset": 0}'), or one JSON value (one positional argument).
+    """
+    positional, keywords = parse_call_arguments(args, kwargs_json)
+    if timeout is not None and not wait:
+        fail("--timeout only makes sense with --wait", exit_code=ExitCode.USAGE)
+
+    async def go() -> None:
+        from riverrun._errors import CancellationError, WorkflowFailed
+
+        async with open_client(settings) as client:
+            handle = await client.start(workflow, *positional, workflow_id=workflow_id, **keywords)
+            report: dict[str, Any] = {
+                "workflow_id": handle.workflow_id,
+                "run_id": handle.first_run_id,
+                "workflow_name": workflow,
+            }
+            if not wait:
+                _report_started(settings, report)
+                return
+            if not settings.json:
+                _report_started(settings, report)
+            error: BaseException | None = None
+            try:
+                report["result"] = to_jsonable(await handle.result(timeout=timeout))
+            except (WorkflowFailed, CancellationError) as exc:
+                error = exc
+            except TimeoutError:
+                fail(
+                    f"gave up waiting after {format_duration(timeout)}; the workflow is still "
+                    f"running: riverrun runs show {handle.workflow_id}",
+                    exit_code=ExitCode.FAILED,
+                )
+            last = await handle.describe()
+        report.update(
+            status=str(last.status),
+            current_run_id=last.run_id,
+            executions=last.execution,
+            error=last.error or (str(error) if error else None),
+            duration_seconds=run_duration(last).total_seconds(),
+        )
+        if settings.json:
+            click.echo(dumps_json(report))
+        elif error is None:
+            click.echo(f"Completed after {last.execution} run(s). Result:")
+            click.echo(dumps_json(report["result"]))
+        if error is not None:
+            raise error
+
+    run_command(go, servers=settings.servers)
+
+
+def _report_started(settings: Settings, report: dict[str, Any]) -> None:
+    if settings.json:
+        click.echo(dumps_json(report))
+        return
+    click.echo(
+        f"Started {report['workflow_name']}: workflow id {report['workflow_id']}, "
+        f"run id {report['run_id']}"
+    )
