@@ -14,6 +14,16 @@ from .._errors import (
     StoreUnavailable as StoreUnavailable,
 )
 from ._backend import Backend as Backend
+from ._clock import SystemClock as SystemClock
+from ._codec import Codec as Codec, Upcaster as Upcaster
+from ._memory import (
+    MemoryPayloadStore as MemoryPayloadStore,
+    MemorySnapshotStore as MemorySnapshotStore,
+    open_memory_backend as open_memory_backend,
+)
+from ._memory_inbox import MemoryInbox as MemoryInbox
+from ._memory_log import MemoryEventLog as MemoryEventLog
+from ._memory_runs import MemoryRunStore as MemoryRunStore
 from ._model import (
     Append as Append,
     ChainHead as ChainHead,
@@ -40,13 +50,19 @@ __all__ = [
     "Backend",
     "ChainHead",
     "Clock",
+    "Codec",
     "CodecError",
     "ConcurrencyConflict",
     "EventLog",
     "Inbox",
-    "IncompatibleStoreConfig",
     "InboxMessage",
+    "IncompatibleStoreConfig",
     "Lease",
+    "MemoryEventLog",
+    "MemoryInbox",
+    "MemoryPayloadStore",
+    "MemoryRunStore",
+    "MemorySnapshotStore",
     "NatsServerError",
     "NewEvent",
     "NotFoundInStore",
@@ -58,6 +74,9 @@ __all__ = [
     "SnapshotStore",
     "StoreUnavailable",
     "StoredEvent",
+    "SystemClock",
+    "Upcaster",
     "Versioned",
     "WorkflowRun",
+    "open_memory_backend",
 ]
