@@ -1,0 +1,276 @@
+"""``Client`` and ``WorkflowHandle``: start workflows, signal, cancel, read runs and chains."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+import anyio
+import attrs
+
+from .._errors import (
+    CancellationError,
+    WorkflowFailed,
+    WorkflowNotFound,
+)
+from ..persistence import RunKey, RunStatus, WorkflowRun
+from ._definitions import definition_of, is_workflow
+from ._events import Event, to_event
+from ._options import validate_workflow_id
+from ._services import Services
+
+__all__ = ["Client", "WorkflowHandle"]
+
+_POLL_MIN = 0.02
+_POLL_MAX = 0.5
+
+
+class Client:
+    """Talks to workflows by id; needs no worker in this process."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    def __repr__(self) -> str:
+        return f"<Client namespace={self._services.options.namespace!r}>"
+
+    async def start(
+        self,
+        wf: Any,
+        *args: Any,
+        workflow_id: str | None = None,
+        **kwargs: Any,
+    ) -> WorkflowHandle:
+        """Start a workflow chain and return its handle.
+
+        Args:
+            wf: a ``@workflow`` function, or a registered workflow name.
+            workflow_id: stable id for the chain (generated when omitted).
+
+        Raises:
+            WorkflowAlreadyRunning: a chain with this id is running.
+            SerializationError: an argument cannot be serialized (the message names it).
+        """
+        services = self._services
+        version: str | None = None
+        if is_workflow(wf):
+            definition = definition_of(wf)
+            name, version = definition.name, definition.version
+        elif isinstance(wf, str):
+            name = wf
+            if name in services.registry:
+                version = services.registry.get(name).version
+        else:
+            raise TypeError(f"start() needs a @workflow function or a workflow name, not {wf!r}")
+        import uuid
+
+        workflow_id = validate_workflow_id(workflow_id or uuid.uuid4().hex)
+        services.payloads.check({"args": list(args), "kwargs": kwargs}, f"{name}() arguments")
+        run_id = await services.start_chain(
+            name, args, kwargs, workflow_id=workflow_id, version=version
+        )
+        return WorkflowHandle(client=self, workflow_id=workflow_id, first_run_id=run_id)
+
+    def get_handle(self, workflow_id: str) -> WorkflowHandle:
+        """A handle on an existing chain (``first_run_id`` is looked up on first use)."""
+        return WorkflowHandle(client=self, workflow_id=workflow_id, first_run_id="")
+
+    async def get_run(self, run_id: str) -> WorkflowRun:
+        record = await self._services.backend.runs.get_run(run_id)
+        if record is None:
+            raise WorkflowNotFound(f"no run with id {run_id!r} in this namespace")
+        return await self._public(record.value)
+
+    async def list_runs(
+        self,
+        *,
+        workflow_id: str | None = None,
+        workflow_name: str | None = None,
+        status: RunStatus | str | None = None,
+    ) -> list[WorkflowRun]:
+        status = RunStatus(status) if status is not None else None
+        runs = await self._services.backend.runs.list_runs(workflow_id=workflow_id, status=status)
+        if workflow_name is not None:
+            runs = [r for r in runs if r.workflow_name == workflow_name]
+        return [await self._public(r) for r in runs]
+
+    async def get_workflow_chain(self, run_id: str) -> list[WorkflowRun]:
+        """Every run of the chain ``run_id`` belongs to, first to last; ``[]`` if unknown."""
+        runs = self._services.backend.runs
+        record = await runs.get_run(run_id)
+        if record is None:
+            return []
+        chain = [record.value]
+        while chain[0].continued_from_run_id:
+            previous = await runs.get_run(chain[0].continued_from_run_id)
+            if previous is None:
+                break  # pruned
+            chain.insert(0, previous.value)
+        while chain[-1].continued_to_run_id:
+            following = await runs.get_run(chain[-1].continued_to_run_id)
+            if following is None:
+                break
+            chain.append(following.value)
+        return [await self._public(r) for r in chain]
+
+    async def events(self, run_id: str) -> list[Event]:
+        record = await self._services.backend.runs.get_run(run_id)
+        if record is None:
+            raise WorkflowNotFound(f"no run with id {run_id!r} in this namespace")
+        key = RunKey(workflow_id=record.value.workflow_id, run_id=run_id)
+        return [to_event(e) for e in await self._services.backend.events.read(key)]
+
+    async def signal(self, workflow_or_run_id: str, name: str, payload: Any = None) -> None:
+        """Send a signal to the chain's current run (by workflow id, or any run id of it)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"signal name must be a non-empty string, got {name!r}")
+        workflow_id = await self._resolve(workflow_or_run_id)
+        packed = await self._services.payloads.pack(payload, f"signal {name!r} payload")
+        await self._services.backend.inbox.send(
+            workflow_id, "signal", {"name": name, "payload": packed}
+        )
+
+    async def cancel(self, workflow_or_run_id: str, *, reason: str | None = None) -> bool:
+        """Ask the chain's current run to cancel. False if the chain already ended."""
+        workflow_id = await self._resolve(workflow_or_run_id)
+        current = await self._current_run(workflow_id)
+        if current is not None and current.status.is_terminal:
+            return False
+        await self._services.backend.inbox.send(workflow_id, "cancel", {"reason": reason})
+        return True
+
+    async def prune_runs(
+        self,
+        workflow_id: str,
+        *,
+        keep_last: int | None = None,
+        completed_before: datetime | None = None,
+    ) -> list[str]:
+        """Delete earlier runs of a chain (records and events); never the current run.
+
+        ``keep_last=N`` keeps the N most recent runs (the current one counts); with
+        ``completed_before`` only runs that ended before that time are deleted. With both,
+        a run is deleted when it satisfies both. Returns the deleted run ids, oldest first.
+        """
+        if keep_last is None and completed_before is None:
+            raise ValueError("prune_runs needs keep_last, completed_before, or both")
+        if keep_last is not None and keep_last < 1:
+            raise ValueError("keep_last must be at least 1 (the current run is always kept)")
+        head = await self._services.backend.runs.get_head(workflow_id)
+        if head is None:
+            raise WorkflowNotFound(f"no workflow with id {workflow_id!r} in this namespace")
+        chain = await self.get_workflow_chain(head.value.current_run_id)
+        candidates = chain[:-1]
+        if keep_last is not None:
+            candidates = chain[: max(len(chain) - keep_last, 0)]
+        if completed_before is not None:
+            candidates = [
+                r for r in candidates if r.completed_at is not None and r.completed_at < completed_before
+            ]
+        backend = self._services.backend
+        for run in candidates:
+            await backend.events.delete(RunKey(workflow_id=workflow_id, run_id=run.run_id))
+            await backend.runs.delete_run(run.run_id)
+        return [r.run_id for r in candidates]
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _resolve(self, workflow_or_run_id: str) -> str:
+        runs = self._services.backend.runs
+        if await runs.get_head(workflow_or_run_id) is not None:
+            return workflow_or_run_id
+        record = await runs.get_run(workflow_or_run_id)
+        if record is not None:
+            return record.value.workflow_id
+        raise WorkflowNotFound(f"no workflow or run with id {workflow_or_run_id!r}")
+
+    async def _current_run(self, workflow_id: str) -> WorkflowRun | None:
+        runs = self._services.backend.runs
+        head = await runs.get_head(workflow_id)
+        if head is None:
+            return None
+        record = await runs.get_run(head.value.current_run_id)
+        return record.value if record else None
+
+    async def _public(self, run: WorkflowRun) -> WorkflowRun:
+        result = await self._services.payloads.unpack(run.result)
+        return run if result is run.result else attrs.evolve(run, result=result)
+
+
+@attrs.define(eq=False)
+class WorkflowHandle:
+    """Addresses a workflow chain by ``workflow_id``; every call reaches its current run."""
+
+    client: Client = attrs.field(repr=False)
+    workflow_id: str
+    first_run_id: str
+
+    async def _first_run_id(self) -> str:
+        if not self.first_run_id:
+            head = await self.client._services.backend.runs.get_head(self.workflow_id)
+            if head is None:
+                raise WorkflowNotFound(f"no workflow with id {self.workflow_id!r}")
+            self.first_run_id = head.value.first_run_id
+        return self.first_run_id
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the chain's final result, following continue-as-new.
+
+        Raises:
+            WorkflowFailed: the chain ended in failure.
+            CancellationError: the chain was cancelled.
+            TimeoutError: ``timeout`` seconds passed first.
+        """
+        with anyio.fail_after(timeout if timeout is not None else math.inf):
+            return await self._wait_result()
+
+    async def _wait_result(self) -> Any:
+        services = self.client._services
+        runs = services.backend.runs
+        first = await self._first_run_id()
+        poll = _POLL_MIN
+        run_id = first
+        while True:
+            done = services.done_event(self.workflow_id)
+            head = await runs.get_head(self.workflow_id)
+            if head is not None and head.value.first_run_id == first:
+                run_id = head.value.current_run_id
+            record = await runs.get_run(run_id)
+            if record is None:
+                raise WorkflowNotFound(f"run {run_id!r} of workflow {self.workflow_id!r} is gone")
+            run = record.value
+            if run.status == RunStatus.CONTINUED_AS_NEW and run.continued_to_run_id:
+                run_id = run.continued_to_run_id
+                continue
+            if run.status == RunStatus.COMPLETED:
+                return await services.payloads.unpack(run.result)
+            if run.status == RunStatus.FAILED:
+                error = WorkflowFailed(
+                    f"workflow {self.workflow_id!r} failed in run {run.run_id}: {run.error}"
+                )
+                error.cause = run.error  # type: ignore[attr-defined]
+                raise error
+            if run.status == RunStatus.CANCELLED:
+                raise CancellationError(f"workflow {self.workflow_id!r} was cancelled")
+            with anyio.move_on_after(poll):
+                await done.wait()
+            poll = min(poll * 2, _POLL_MAX)
+
+    async def signal(self, name: str, payload: Any = None) -> None:
+        await self.client.signal(self.workflow_id, name, payload)
+
+    async def cancel(self) -> bool:
+        return await self.client.cancel(self.workflow_id)
+
+    async def describe(self) -> WorkflowRun:
+        """The chain's current run."""
+        run = await self.client._current_run(self.workflow_id)
+        if run is None:
+            raise WorkflowNotFound(f"no workflow with id {self.workflow_id!r}")
+        return await self.client._public(run)
+
+    async def events(self, run_id: str | None = None) -> list[Event]:
+        if run_id is None:
+            run_id = (await self.describe()).run_id
+        return await self.client.events(run_id)

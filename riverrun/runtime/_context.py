@@ -1,0 +1,221 @@
+"""The API workflow code calls: ``continue_as_new``, ``info``, ``sleep``, ``wait_for_signal``.
+
+A ContextVar, set by the state machine while it drives a workflow coroutine, is the only
+ambient lookup (STYLE 16); every function here reads it and raises ``NotInWorkflowError``
+(a ``RuntimeError``) when called outside a workflow.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from contextvars import ContextVar
+from datetime import timedelta
+from typing import Any, NoReturn, Protocol
+
+import attrs
+
+from .._errors import CancellationError, NotInWorkflowError
+from ._commands import ScheduleStep, StartTimer, WaitSignal, command_awaitable
+from ._definitions import StepDefinition
+
+__all__ = [
+    "ContinueAsNew",
+    "WorkflowInfo",
+    "continue_as_new",
+    "continue_as_new_versioned",
+    "current_scope",
+    "info",
+    "make_step_wrapper",
+    "parse_duration",
+    "sleep",
+    "wait_for_signal",
+]
+
+
+@attrs.frozen(kw_only=True)
+class WorkflowInfo:
+    """What a workflow knows about its own run (``riverrun.info()``)."""
+
+    workflow_id: str
+    workflow_name: str
+    run_id: str
+    execution: int
+    history_length: int
+    history_bytes: int
+    continue_as_new_suggested: bool
+    continue_as_new_reason: str | None
+    continued_from_run_id: str | None
+
+
+class Scope(Protocol):
+    """What the state machine exposes to the functions in this module."""
+
+    @property
+    def cancel_requested(self) -> bool: ...
+
+    def info(self) -> WorkflowInfo: ...
+
+    def check_serializable(self, value: object, what: str) -> None: ...
+
+
+_scope: ContextVar[Scope | None] = ContextVar("riverrun_workflow_scope", default=None)
+
+
+def current_scope(what: str) -> Scope:
+    scope = _scope.get()
+    if scope is None:
+        raise NotInWorkflowError(
+            f"{what} can only be called inside a running workflow "
+            "(a function decorated with @workflow, executed by a riverrun Runtime)"
+        )
+    return scope
+
+
+def scope_var() -> ContextVar[Scope | None]:
+    return _scope
+
+
+_TOKEN = object()
+
+
+class ContinueAsNew(BaseException):
+    """Raised by ``continue_as_new``; ends the run and starts the next one of the chain.
+
+    Derives from ``BaseException`` so that ``except Exception`` in workflow code cannot
+    swallow it. Only riverrun creates it: call ``continue_as_new(...)`` instead.
+    """
+
+    def __init__(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        version: str | None,
+        reason: str | None,
+        _token: object = None,
+    ) -> None:
+        if _token is not _TOKEN:
+            raise TypeError("ContinueAsNew cannot be raised directly; call continue_as_new(...)")
+        super().__init__(args, kwargs)
+        self.new_args = args
+        self.new_kwargs = kwargs
+        self.version = version
+        self.reason = reason
+
+    @classmethod
+    def _create(
+        cls,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        version: str | None = None,
+        reason: str | None = None,
+    ) -> ContinueAsNew:
+        return cls(args, kwargs, version, reason, _TOKEN)
+
+
+def _continue(version: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> NoReturn:
+    scope = current_scope("continue_as_new()")
+    if scope.cancel_requested:
+        raise CancellationError("the workflow was cancelled; it cannot continue as new")
+    scope.check_serializable({"args": args, "kwargs": kwargs}, "continue_as_new arguments")
+    raise ContinueAsNew._create(args, kwargs, version=version)
+
+
+def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
+    """End this run and start a fresh run of the same workflow with these arguments.
+
+    Never returns. The new run has an empty history whose first event carries the arguments;
+    signals not yet consumed and pending timers carry over. At least one argument is needed:
+    riverrun does not reuse the current run's arguments implicitly.
+
+    Raises:
+        ValueError: no arguments were given.
+        RuntimeError: called outside a workflow (``NotInWorkflowError``).
+        CancellationError: the workflow has been asked to cancel.
+    """
+    if not args and not kwargs:
+        raise ValueError(
+            "continue_as_new() needs the arguments of the next run, e.g. "
+            "continue_as_new(offset=offset + size); it does not reuse the current ones"
+        )
+    _continue(None, args, kwargs)
+
+
+def continue_as_new_versioned(version: str, *args: Any, **kwargs: Any) -> NoReturn:
+    """Like ``continue_as_new`` but the next run executes registered ``version``."""
+    if not isinstance(version, str) or not version:
+        raise ValueError(f"version must be a non-empty string, got {version!r}")
+    if not args and not kwargs:
+        raise ValueError("continue_as_new_versioned() needs the arguments of the next run")
+    current_scope("continue_as_new_versioned()")
+    _continue(version, args, kwargs)
+
+
+def info() -> WorkflowInfo:
+    """The current run's identity and history size, inside a workflow."""
+    return current_scope("info()").info()
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(duration: float | int | str | timedelta) -> float:
+    """Seconds from ``30``, ``1.5``, ``timedelta(hours=1)``, ``"24h"``, ``"1h30m"``, ``"500ms"``."""
+    if isinstance(duration, timedelta):
+        seconds = duration.total_seconds()
+    elif isinstance(duration, bool):
+        raise TypeError("a duration cannot be a bool")
+    elif isinstance(duration, int | float):
+        seconds = float(duration)
+    elif isinstance(duration, str):
+        text = duration.strip().lower().replace(" ", "")
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ValueError(
+                f"cannot read duration {duration!r}: use seconds, a timedelta, or a string "
+                "like '24h', '1h30m', '45s', '500ms', '7d'"
+            )
+        seconds = sum(float(n) * _UNIT[u] for n, u in parts)
+    else:
+        raise TypeError(f"a duration must be seconds, a timedelta or a string, not {duration!r}")
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative, got {duration!r}")
+    return seconds
+
+
+async def sleep(duration: float | int | str | timedelta) -> None:
+    """Durably sleep: a timer that survives worker and server restarts."""
+    current_scope("sleep()")
+    await command_awaitable(StartTimer(seconds=parse_duration(duration)))
+
+
+async def wait_for_signal(name: str, timeout: float | str | timedelta | None = None) -> Any:
+    """Wait for the next signal called ``name`` and return its payload.
+
+    Signals are buffered: one sent before the workflow waits for it is not lost.
+
+    Raises:
+        TimeoutError: ``timeout`` passed first.
+    """
+    current_scope("wait_for_signal()")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"signal name must be a non-empty string, got {name!r}")
+    seconds = None if timeout is None else parse_duration(timeout)
+    return await command_awaitable(WaitSignal(name=name, timeout=seconds))
+
+
+def make_step_wrapper(definition: StepDefinition) -> Callable[..., Any]:
+    fn = definition.fn
+
+    def call_step(*args: Any, **kwargs: Any) -> Any:
+        if _scope.get() is None:
+            return fn(*args, **kwargs)
+        return command_awaitable(ScheduleStep(definition=definition, args=args, kwargs=kwargs))
+
+    call_step.__name__ = getattr(fn, "__name__", definition.name)
+    call_step.__qualname__ = getattr(fn, "__qualname__", definition.name)
+    call_step.__doc__ = fn.__doc__
+    call_step.__wrapped__ = fn  # type: ignore[attr-defined]
+    return call_step

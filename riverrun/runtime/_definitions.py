@@ -1,0 +1,236 @@
+"""``@workflow`` and ``@step``: definitions, retry policies and the workflow registry."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar, cast, overload
+
+import attrs
+
+from .._errors import WorkflowNotRegistered
+
+__all__ = [
+    "RetryPolicy",
+    "StepDefinition",
+    "WorkflowDefinition",
+    "WorkflowRegistry",
+    "definition_of",
+    "is_workflow",
+    "step",
+    "step_definition_of",
+    "workflow",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+_WORKFLOW_ATTR = "__riverrun_workflow__"
+_STEP_ATTR = "__riverrun_step__"
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"RetryPolicy.{attribute.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How a failing step is retried: exponential backoff up to ``max_attempts`` attempts.
+
+    ``max_attempts=1`` means no retry. Exceptions whose type name is in ``non_retryable``
+    fail the step at once.
+    """
+
+    max_attempts: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    initial_interval: float = attrs.field(default=1.0, validator=_positive)
+    backoff_coefficient: float = attrs.field(default=2.0, validator=attrs.validators.ge(1.0))
+    max_interval: float = attrs.field(default=60.0, validator=_positive)
+    non_retryable: tuple[str, ...] = ()
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return float(
+            min(self.initial_interval * self.backoff_coefficient ** (attempt - 1), self.max_interval)
+        )
+
+
+@attrs.frozen(kw_only=True)
+class StepDefinition:
+    name: str
+    fn: Callable[..., Awaitable[Any]]
+    retry: RetryPolicy
+    timeout: float | None
+
+
+@attrs.frozen(kw_only=True)
+class WorkflowDefinition:
+    name: str
+    version: str
+    fn: Callable[..., Awaitable[Any]]
+    auto_continue_as_new: bool = False
+
+
+def _seconds(value: float | timedelta | None, what: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds <= 0:
+        raise ValueError(f"{what} must be positive, got {value!r}")
+    return seconds
+
+
+@overload
+def step(fn: F, /) -> F: ...
+
+
+@overload
+def step(
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | timedelta | None = None,
+) -> Callable[[F], F]: ...
+
+
+def step(
+    fn: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | timedelta | None = None,
+) -> F | Callable[[F], F]:
+    """Mark an async function as a step: its result is recorded once and replayed after.
+
+    Inside a workflow, awaiting the step records ``step.completed`` with its result (one
+    append). Outside a workflow the function simply runs, which keeps steps unit-testable.
+
+    Args:
+        name: the recorded name (defaults to the function's qualified name).
+        retry: retry policy; defaults to ``RetryPolicy()`` (3 attempts, exponential backoff).
+        timeout: seconds (or a timedelta) one attempt may take.
+    """
+
+    def decorate(f: F) -> F:
+        if not inspect.iscoroutinefunction(f):
+            raise TypeError(f"@step needs an async function, got {f!r}")
+        definition = StepDefinition(
+            name=name or f.__qualname__,
+            fn=f,
+            retry=retry or RetryPolicy(),
+            timeout=_seconds(timeout, "step timeout"),
+        )
+        from ._context import make_step_wrapper
+
+        wrapper = make_step_wrapper(definition)
+        setattr(wrapper, _STEP_ATTR, definition)
+        return cast(F, wrapper)
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def workflow(
+    *,
+    name: str | None = None,
+    version: str = "1",
+    auto_continue_as_new: bool = False,
+) -> Callable[[F], F]:
+    """Mark an async function as a workflow.
+
+    Args:
+        name: the registered name (defaults to the function's ``__name__``).
+        version: the version of this definition; ``continue_as_new_versioned`` moves a chain
+            from one registered version to another.
+        auto_continue_as_new: continue as new automatically at the next safe point (the next
+            await of a riverrun operation) once the history passes its limits. The new run gets
+            the run's argument objects as they are at that moment, so state kept in mutable
+            arguments (a dict, a list, an attrs instance) carries over.
+    """
+
+    def decorate(f: F) -> F:
+        if not inspect.iscoroutinefunction(f):
+            raise TypeError(f"@workflow needs an async function, got {f!r}")
+        definition = WorkflowDefinition(
+            name=name or f.__name__,
+            version=str(version),
+            fn=f,
+            auto_continue_as_new=auto_continue_as_new,
+        )
+        setattr(f, _WORKFLOW_ATTR, definition)
+        return cast(F, f)  # iscoroutinefunction narrowed f; it is still the caller's F
+
+    return decorate
+
+
+def is_workflow(obj: object) -> bool:
+    """True for a function decorated with ``@workflow``."""
+    return isinstance(getattr(obj, _WORKFLOW_ATTR, None), WorkflowDefinition)
+
+
+def definition_of(obj: object) -> WorkflowDefinition:
+    definition = getattr(obj, _WORKFLOW_ATTR, None)
+    if not isinstance(definition, WorkflowDefinition):
+        raise TypeError(f"{obj!r} is not a @workflow function")
+    return definition
+
+
+def step_definition_of(obj: object) -> StepDefinition | None:
+    definition = getattr(obj, _STEP_ATTR, None)
+    return definition if isinstance(definition, StepDefinition) else None
+
+
+@attrs.define(eq=False)
+class WorkflowRegistry:
+    """Workflow definitions by name and version; the highest version is the default."""
+
+    _by_name: dict[str, dict[str, WorkflowDefinition]] = attrs.field(factory=dict)
+
+    @classmethod
+    def of(cls, workflows: Iterable[object]) -> WorkflowRegistry:
+        registry = cls()
+        for wf in workflows:
+            registry.register(definition_of(wf))
+        return registry
+
+    def register(self, definition: WorkflowDefinition) -> None:
+        versions = self._by_name.setdefault(definition.name, {})
+        existing = versions.get(definition.version)
+        if existing is not None and existing.fn is not definition.fn:
+            raise ValueError(
+                f"workflow {definition.name!r} version {definition.version!r} is registered twice"
+            )
+        versions[definition.version] = definition
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def get(self, name: str, version: str | None = None) -> WorkflowDefinition:
+        versions = self._by_name.get(name)
+        if not versions:
+            known = ", ".join(self.names()) or "none"
+            raise WorkflowNotRegistered(
+                f"workflow {name!r} is not registered with this runtime (registered: {known}); "
+                "pass it in workflows=[...] when creating the Runtime"
+            )
+        if version is None:
+            return versions[max(versions, key=_version_key)]
+        try:
+            return versions[version]
+        except KeyError:
+            raise WorkflowNotRegistered(
+                f"workflow {name!r} has no version {version!r} "
+                f"(registered versions: {', '.join(sorted(versions, key=_version_key))})"
+            ) from None
+
+
+def _version_key(version: str) -> tuple[int, ...] | tuple[float, str]:
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return (float("inf"), version)

@@ -1,0 +1,568 @@
+"""A workflow instance: hosts one ``workflow_id``'s chain, doing the I/O around the machine.
+
+Design note. The instance replays the current run's history into a ``WorkflowMachine``, then
+carries out the command the workflow is blocked on: it runs a step inline (one append per
+step: ``step.completed``), arms a durable timer, starts a child, or waits for its inbox. Every
+append goes through ``_record``, which appends with the run's last sequence as the fence and
+then applies the same event to the machine, so the live path and the replay path are one.
+
+Continue-as-new is ``_hand_over``: the old run's terminal event and the new run's first event
+are written in one atomic batch fenced by the old run's last sequence. Everything after that
+(run records, chain head, truncation, inbox purge) is a projection of the log, redone
+idempotently by ``_complete_hand_over`` whenever an instance finds a run whose last event is
+``workflow.continued_as_new``: a crash anywhere leaves the old run running or a linked pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .._errors import ConcurrencyConflict, NonDeterminismError
+from ..persistence import (
+    Append,
+    InboxMessage,
+    NewEvent,
+    RunKey,
+    RunStatus,
+    StoredEvent,
+    WorkflowRun,
+)
+from ._commands import ScheduleStep, StartChild, StartTimer, WaitChild, WaitSignal
+from ._events import EventType
+from ._machine import Cancelled, Completed, ContinuedAsNew, Failed, Outcome, WorkflowMachine
+
+if TYPE_CHECKING:
+    from ._services import Services
+
+__all__ = ["WorkflowInstance", "next_run_id"]
+
+_RUN_NAMESPACE = uuid.UUID("6f1d1f6c-8a57-4d1e-9b8e-3d3b8f4f1a10")
+
+
+def next_run_id(run_id: str) -> str:
+    """The successor's run id is derived from the old one: a redone hand-over is idempotent."""
+    return uuid.uuid5(_RUN_NAMESPACE, f"{run_id}/next").hex
+
+
+class Passivate(Exception):
+    """Internal: the instance has been idle long enough to leave memory."""
+
+
+class WorkflowInstance:
+    """Runs one workflow id's chain until it ends, passivates, or is stopped."""
+
+    def __init__(self, services: Services, workflow_id: str) -> None:
+        self.services = services
+        self.workflow_id = workflow_id
+        self.machine: WorkflowMachine | None = None
+        self.key: RunKey | None = None
+        self._wakeup = anyio.Event()
+        self._step_scope: anyio.CancelScope | None = None
+        self._skipped_to = 0
+        self.finished = False
+
+    def __repr__(self) -> str:
+        run = self.key.run_id if self.key else None
+        return f"<WorkflowInstance {self.workflow_id} run={run}>"
+
+    # -- called by the worker -------------------------------------------------------------
+
+    def notify(self, message: InboxMessage | None = None) -> None:
+        """Something arrived in this workflow's inbox."""
+        self._wakeup.set()
+        if message is not None and message.kind == "cancel" and self._step_scope is not None:
+            self._step_scope.cancel()  # steps in flight are cancelled cooperatively
+
+    async def run(self) -> None:
+        """Host the chain: replay, drive, hand over, until the chain ends or goes idle."""
+        services = self.services
+        head = await services.backend.runs.get_head(self.workflow_id)
+        if head is None:
+            self.finished = True
+            return
+        run_id = head.value.current_run_id
+        try:
+            while True:
+                machine = await self._load(run_id)
+                outcome = machine.outcome
+                if outcome is None:
+                    await self._resume_pending(machine)
+                    outcome = await self._drive(machine)
+                if isinstance(outcome, ContinuedAsNew):
+                    if machine.last_event_type != EventType.WORKFLOW_CONTINUED_AS_NEW:
+                        await self._hand_over(machine, outcome)
+                    run_id = await self._complete_hand_over(machine, outcome)
+                    continue
+                if machine.last_event_type not in _TERMINAL_TYPES:
+                    await self._record_terminal(machine, outcome)
+                await self._complete_chain(machine, outcome)
+                self.finished = True
+                return
+        except Passivate:
+            return
+
+    # -- loading and replaying ------------------------------------------------------------
+
+    def _new_machine(self, run_id: str) -> WorkflowMachine:
+        services = self.services
+        machine = WorkflowMachine(
+            workflow_id=self.workflow_id,
+            run_id=run_id,
+            lookup=services.registry.get,
+            check_serializable=services.payloads.check,
+            limits=services.options.history_limits,
+            force_continue=services.force_continue,
+        )
+        self.machine = machine
+        self.key = RunKey(workflow_id=self.workflow_id, run_id=run_id)
+        self._skipped_to = 0
+        return machine
+
+    async def _load(self, run_id: str) -> WorkflowMachine:
+        machine = self._new_machine(run_id)
+        assert self.key is not None
+        machine.replaying = True
+        async for event in self.services.backend.events.stream(self.key):
+            await self._apply(machine, event)
+        machine.replaying = False
+        if machine.definition is None:
+            raise NonDeterminismError(
+                f"run {self.workflow_id}/{run_id} has no workflow.started event; "
+                "its history is missing or was deleted"
+            )
+        return machine
+
+    async def _apply(self, machine: WorkflowMachine, event: StoredEvent) -> None:
+        data = await self.services.payloads.unpack_data(event.data)
+        if event.type == EventType.WORKFLOW_STARTED and data.get("pending_signals"):
+            data = dict(data)
+            data["pending_signals"] = await self.services.payloads.unpack_signals(
+                data["pending_signals"]
+            )
+        if data is not event.data:
+            event = StoredEvent(
+                key=event.key,
+                sequence=event.sequence,
+                type=event.type,
+                timestamp=event.timestamp,
+                data=data,
+                schema_version=event.schema_version,
+                size=event.size,
+            )
+        machine.apply(event)
+
+    async def _record(
+        self,
+        machine: WorkflowMachine,
+        type_: EventType,
+        data: Mapping[str, Any],
+        *,
+        packed: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append one event to the current run (fenced) and apply it to the machine."""
+        services = self.services
+        assert self.key is not None
+        stored_data = packed if packed is not None else data
+        now = services.clock.now()
+        sequence = machine.last_sequence + 1
+        await services.backend.events.append(
+            self.key,
+            NewEvent(type=type_.value, timestamp=now, data=stored_data),
+            expected_last=machine.last_sequence,
+            idempotency_id=f"{self.key.run_id}:{sequence}",
+        )
+        size = len(services.codec.dumps(stored_data, what="event data"))
+        machine.apply(
+            StoredEvent(
+                key=self.key, sequence=sequence, type=type_.value, timestamp=now, data=data, size=size
+            )
+        )
+
+    # -- driving ---------------------------------------------------------------------------
+
+    async def _resume_pending(self, machine: WorkflowMachine) -> None:
+        """After a replay: re-arm timers whose schedule may have been lost in a crash."""
+        assert self.key is not None
+        for timer_id, fire_at in machine.timers.items():
+            if isinstance(fire_at, datetime):
+                await self.services.backend.inbox.schedule(
+                    self.workflow_id,
+                    timer_id,
+                    fire_at,
+                    "timer",
+                    {"timer_id": timer_id, "run_id": self.key.run_id},
+                )
+
+    async def _drive(self, machine: WorkflowMachine) -> Outcome:
+        while True:
+            await self._consume_inbox(machine)
+            if machine.outcome is not None:
+                return machine.outcome
+            command = machine.pending
+            if isinstance(command, ScheduleStep):
+                await self._run_step(machine, command)
+            elif isinstance(command, StartTimer | WaitSignal):
+                if command.timer_id is None and (
+                    isinstance(command, StartTimer) or command.timeout is not None
+                ):
+                    seconds = command.seconds if isinstance(command, StartTimer) else command.timeout
+                    assert seconds is not None
+                    await self._start_timer(machine, command.position, seconds)
+                else:
+                    await self._idle()
+            elif isinstance(command, StartChild):
+                await self._start_child(machine, command)
+            elif isinstance(command, WaitChild):
+                await self._idle()
+            else:  # pragma: no cover - the machine only yields the commands above
+                raise AssertionError(f"unexpected command {command!r}")
+
+    async def _idle(self) -> None:
+        """Wait for an inbox message; passivate after the configured idle time."""
+        passivate_after = self.services.options.passivate_after
+        if passivate_after is None or not self.services.passivation_enabled:
+            await self._wakeup.wait()
+        else:
+            with anyio.move_on_after(passivate_after.total_seconds()):
+                await self._wakeup.wait()
+            if not self._wakeup.is_set():
+                raise Passivate
+        self._wakeup = anyio.Event()
+
+    async def _consume_inbox(self, machine: WorkflowMachine) -> None:
+        """Record every inbox message after the run's cursor, in order."""
+        services = self.services
+        assert self.key is not None
+        after = max(machine.inbox_cursor, self._skipped_to)
+        messages = await services.backend.inbox.read(self.workflow_id, after=after)
+        for message in messages:
+            if machine.outcome is not None:
+                return
+            await self._consume(machine, message)
+
+    async def _consume(self, machine: WorkflowMachine, message: InboxMessage) -> None:
+        assert self.key is not None
+        data = message.data
+        seq = message.sequence
+        kind = message.kind
+        if kind == "signal":
+            await self._record(
+                machine,
+                EventType.SIGNAL_RECEIVED,
+                {"name": data["name"], "payload": data.get("payload"), "inbox_seq": seq},
+            )
+        elif kind == "cancel" and not machine.cancel_requested:
+            await self._record(
+                machine,
+                EventType.CANCELLATION_REQUESTED,
+                {"inbox_seq": seq, "reason": data.get("reason")},
+            )
+        elif (
+            kind == "timer"
+            and data.get("run_id") == self.key.run_id
+            and data.get("timer_id") in machine.timers
+        ):
+            await self._record(
+                machine, EventType.TIMER_FIRED, {"timer_id": data["timer_id"], "inbox_seq": seq}
+            )
+        elif kind == "child" and data.get("child_workflow_id") in machine.children:
+            status = data.get("status")
+            type_ = {
+                "completed": EventType.CHILD_COMPLETED,
+                "cancelled": EventType.CHILD_CANCELLED,
+            }.get(str(status), EventType.CHILD_FAILED)
+            await self._record(
+                machine,
+                type_,
+                {
+                    "child_workflow_id": data["child_workflow_id"],
+                    "result": data.get("result"),
+                    "message": data.get("message"),
+                    "inbox_seq": seq,
+                },
+            )
+        else:
+            self._skipped_to = max(self._skipped_to, seq)
+
+    async def _run_step(self, machine: WorkflowMachine, command: ScheduleStep) -> None:
+        services = self.services
+        definition = command.definition
+        policy = definition.retry
+        attempt = machine.step_attempts + 1
+        error: Exception | None = None
+        result: Any = None
+        with anyio.CancelScope() as scope:
+            self._step_scope = scope
+            try:
+                if definition.timeout is not None:
+                    with anyio.fail_after(definition.timeout):
+                        result = await definition.fn(*command.args, **command.kwargs)
+                else:
+                    result = await definition.fn(*command.args, **command.kwargs)
+            except Exception as exc:
+                error = exc
+            finally:
+                self._step_scope = None
+        if scope.cancelled_caught:
+            # cancelled by a cancel request: record it; the workflow sees CancellationError
+            self._wakeup.set()
+            await self._consume_inbox(machine)
+            return
+        position, name = command.position, definition.name
+        if error is None:
+            data = {"position": position, "name": name, "result": result}
+            packed = await services.payloads.pack_data(data, f"step {name!r} result")
+            await self._record(machine, EventType.STEP_COMPLETED, data, packed=packed)
+            return
+        error_type = type(error).__name__
+        message = str(error) or error_type
+        if attempt < policy.max_attempts and error_type not in policy.non_retryable:
+            delay = policy.delay(attempt)
+            retry_at = services.clock.now() + timedelta(seconds=delay)
+            await self._record(
+                machine,
+                EventType.STEP_RETRYING,
+                {
+                    "position": position,
+                    "name": name,
+                    "attempt": attempt,
+                    "error_type": error_type,
+                    "message": message,
+                    "retry_at": retry_at,
+                },
+            )
+            with anyio.CancelScope() as backoff:
+                self._step_scope = backoff
+                try:
+                    await services.clock.sleep_until(retry_at)
+                finally:
+                    self._step_scope = None
+            return
+        await self._record(
+            machine,
+            EventType.STEP_FAILED,
+            {
+                "position": position,
+                "name": name,
+                "error_type": error_type,
+                "message": message,
+                "attempts": attempt,
+            },
+        )
+
+    async def _start_timer(self, machine: WorkflowMachine, position: int, seconds: float) -> None:
+        assert self.key is not None
+        timer_id = f"{self.key.run_id}-{position}"
+        fire_at = self.services.clock.now() + timedelta(seconds=seconds)
+        await self._record(
+            machine,
+            EventType.TIMER_STARTED,
+            {"position": position, "timer_id": timer_id, "fire_at": fire_at},
+        )
+        await self.services.backend.inbox.schedule(
+            self.workflow_id, timer_id, fire_at, "timer", {"timer_id": timer_id, "run_id": self.key.run_id}
+        )
+
+    async def _start_child(self, machine: WorkflowMachine, command: StartChild) -> None:
+        assert self.key is not None
+        first_run_id = await self.services.start_chain(
+            command.workflow_name,
+            command.args,
+            command.kwargs,
+            workflow_id=command.workflow_id,
+            parent={
+                "workflow_id": self.workflow_id,
+                "run_id": self.key.run_id,
+                "position": command.position,
+            },
+            idempotent_run_id=uuid.uuid5(_RUN_NAMESPACE, f"{self.key.run_id}/child/{command.position}").hex,
+        )
+        await self._record(
+            machine,
+            EventType.CHILD_STARTED,
+            {
+                "position": command.position,
+                "child_workflow_id": command.workflow_id,
+                "child_run_id": first_run_id,
+                "workflow_name": command.workflow_name,
+                "parent_close_policy": command.parent_close_policy.value,
+            },
+        )
+
+    # -- endings ---------------------------------------------------------------------------
+
+    async def _record_terminal(self, machine: WorkflowMachine, outcome: Outcome) -> None:
+        if isinstance(outcome, Completed):
+            data: dict[str, Any] = {"result": outcome.result}
+            packed = await self.services.payloads.pack_data(data, "workflow result")
+            await self._record(machine, EventType.WORKFLOW_COMPLETED, data, packed=packed)
+        elif isinstance(outcome, Failed):
+            await self._record(
+                machine,
+                EventType.WORKFLOW_FAILED,
+                {"error_type": outcome.error_type, "message": outcome.message},
+            )
+        elif isinstance(outcome, Cancelled):
+            await self._record(machine, EventType.WORKFLOW_CANCELLED, {"message": outcome.message})
+
+    async def _hand_over(self, machine: WorkflowMachine, outcome: ContinuedAsNew) -> None:
+        """Write the old run's terminal event and the new run's first event atomically."""
+        services = self.services
+        assert self.key is not None and machine.definition is not None
+        old_key = self.key
+        new_run_id = next_run_id(old_key.run_id)
+        version = outcome.version or machine.definition.version
+        name = machine.definition.name
+        services.registry.get(name, version)  # an unknown version fails here, before writing
+        payloads = services.payloads
+        carried = {"args": list(outcome.args), "kwargs": dict(outcome.kwargs)}
+        packed = await payloads.pack_data(carried, "continue_as_new")
+        now = services.clock.now()
+        terminal = NewEvent(
+            type=EventType.WORKFLOW_CONTINUED_AS_NEW.value,
+            timestamp=now,
+            data={
+                "new_run_id": new_run_id,
+                "args": packed["args"],
+                "kwargs": packed["kwargs"],
+                "reason": outcome.reason,
+                "version": version,
+            },
+        )
+        first = NewEvent(
+            type=EventType.WORKFLOW_STARTED.value,
+            timestamp=now,
+            data={
+                "workflow_name": name,
+                "version": version,
+                "args": packed["args"],
+                "kwargs": packed["kwargs"],
+                "execution": machine.execution + 1,
+                "continued_from_run_id": old_key.run_id,
+                "parent": machine.parent,
+                "inbox_cursor": max(machine.inbox_cursor, self._skipped_to),
+                "pending_signals": await payloads.pack_signals(machine.pending_signals()),
+            },
+        )
+        sequence = machine.last_sequence + 1
+        try:
+            await services.backend.events.append_atomic(
+                [
+                    Append(
+                        key=old_key,
+                        event=terminal,
+                        expected_last=machine.last_sequence,
+                        idempotency_id=f"{old_key.run_id}:{sequence}",
+                    ),
+                    Append(
+                        key=RunKey(workflow_id=self.workflow_id, run_id=new_run_id),
+                        event=first,
+                        expected_last=0,
+                        idempotency_id=f"{new_run_id}:1",
+                    ),
+                ]
+            )
+        except ConcurrencyConflict:
+            # Done before us (a retry after a lost ack, or a crashed earlier attempt)?
+            last = await services.backend.events.read(old_key, after=machine.last_sequence)
+            if not last or last[-1].data.get("new_run_id") != new_run_id:
+                raise
+        machine.last_event_type = EventType.WORKFLOW_CONTINUED_AS_NEW.value
+
+    async def _complete_hand_over(self, machine: WorkflowMachine, outcome: ContinuedAsNew) -> str:
+        """Project a written hand-over into the run store; idempotent. Returns the new run."""
+        services = self.services
+        runs = services.backend.runs
+        assert self.key is not None and machine.definition is not None
+        old_run_id = self.key.run_id
+        new_run_id = next_run_id(old_run_id)
+        now = services.clock.now()
+        await self._close_children(machine)
+        existing = await runs.get_run(new_run_id)
+        if existing is None:
+            old = await runs.get_run(old_run_id)
+            created = WorkflowRun(
+                run_id=new_run_id,
+                workflow_id=self.workflow_id,
+                workflow_name=machine.definition.name,
+                status=RunStatus.RUNNING,
+                execution=machine.execution + 1,
+                continued_from_run_id=old_run_id,
+                created_at=now,
+                parent_run_id=old.value.parent_run_id if old else None,
+                parent_workflow_id=old.value.parent_workflow_id if old else None,
+            )
+            with contextlib.suppress(ConcurrencyConflict):
+                await runs.put_run(created, expected_revision=None)
+        await services.update_run(
+            old_run_id,
+            status=RunStatus.CONTINUED_AS_NEW,
+            continued_to_run_id=new_run_id,
+            completed_at=now,
+        )
+        await services.move_head(self.workflow_id, new_run_id)
+        await services.apply_retention(self.workflow_id, old_run_id)
+        cursor = max(machine.inbox_cursor, self._skipped_to)
+        if cursor:
+            await services.backend.inbox.purge(self.workflow_id, up_to=cursor)
+        return new_run_id
+
+    async def _close_children(self, machine: WorkflowMachine) -> None:
+        for child_id, policy in list(machine.children.items()):
+            if policy in ("cancel", "terminate"):
+                await self.services.backend.inbox.send(
+                    child_id,
+                    "cancel",
+                    {"reason": f"parent {self.workflow_id} closed ({policy})"},
+                    idempotency_id=f"close:{machine.run_id}:{child_id}",
+                )
+
+    async def _complete_chain(self, machine: WorkflowMachine, outcome: Outcome) -> None:
+        services = self.services
+        assert self.key is not None
+        now = services.clock.now()
+        await self._close_children(machine)
+        if isinstance(outcome, Completed):
+            status, result, error = RunStatus.COMPLETED, outcome.result, None
+        elif isinstance(outcome, Cancelled):
+            status, result, error = RunStatus.CANCELLED, None, outcome.message
+        else:
+            assert isinstance(outcome, Failed)
+            status, result, error = RunStatus.FAILED, None, f"{outcome.error_type}: {outcome.message}"
+        packed_result = await services.payloads.pack(result, "workflow result")
+        await services.update_run(
+            self.key.run_id, status=status, result=packed_result, error=error, completed_at=now
+        )
+        parent = machine.parent
+        if parent:
+            await services.backend.inbox.send(
+                parent["workflow_id"],
+                "child",
+                {
+                    "child_workflow_id": self.workflow_id,
+                    "status": status.value,
+                    "result": packed_result,
+                    "message": error,
+                },
+                idempotency_id=f"child-end:{self.key.run_id}",
+            )
+        cursor = max(machine.inbox_cursor, self._skipped_to)
+        if cursor:
+            await services.backend.inbox.purge(self.workflow_id, up_to=cursor)
+        services.notify_done(self.workflow_id)
+
+
+_TERMINAL_TYPES = frozenset(
+    {
+        EventType.WORKFLOW_COMPLETED.value,
+        EventType.WORKFLOW_FAILED.value,
+        EventType.WORKFLOW_CANCELLED.value,
+        EventType.WORKFLOW_CONTINUED_AS_NEW.value,
+    }
+)

@@ -1,0 +1,55 @@
+"""Runtime settings: history limits, claim-check threshold, retention, leases."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import attrs
+
+from ._machine import HistoryLimits
+
+__all__ = ["Retention", "RuntimeOptions", "validate_workflow_id"]
+
+_ID = re.compile(r"^[A-Za-z0-9_\-:.@=+/]{1,200}$")
+
+
+def validate_workflow_id(workflow_id: str) -> str:
+    if not isinstance(workflow_id, str) or not _ID.match(workflow_id):
+        raise ValueError(
+            f"invalid workflow_id {workflow_id!r}: use 1-200 characters from letters, digits "
+            "and _ - : . @ = + /"
+        )
+    return workflow_id
+
+
+@attrs.frozen(kw_only=True)
+class Retention:
+    """Which earlier runs of a chain keep their full history after continue-as-new.
+
+    By default (``keep_last=0``, ``keep_newer_than=None``) every earlier run is truncated to
+    its terminal ``workflow.continued_as_new`` event, the chain link. ``keep_last=N`` keeps
+    the full history of the N runs before the current one; ``keep_newer_than`` keeps runs that
+    ended less than that long ago. The current run is never truncated.
+    """
+
+    keep_last: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    keep_newer_than: timedelta | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RuntimeOptions:
+    """Settings shared by the runtime's worker and client."""
+
+    namespace: str = "default"
+    history_limits: HistoryLimits = attrs.field(factory=HistoryLimits)
+    #: arguments, results and signal payloads larger than this go to the payload store
+    payload_threshold: int = 256 * 1024
+    retention: Retention = attrs.field(factory=Retention)
+    #: a worker holds a workflow for this long without renewing before another may take it
+    lease_ttl: timedelta = timedelta(seconds=30)
+    #: drop an idle workflow (waiting on a timer/signal/child) from memory after this long
+    passivate_after: timedelta | None = timedelta(seconds=60)
+    #: backoff between restarts of a workflow actor after an infrastructure fault
+    restart_backoff: float = 0.05
+    restart_backoff_max: float = 5.0

@@ -1,0 +1,261 @@
+"""``Runtime``: one object that owns a backend, a client and (optionally) a worker.
+
+``Runtime.embedded()`` starts its own nats-server, ``Runtime.connect()`` uses an existing NATS
+(cluster), ``Runtime.in_memory()`` uses the memory backend. Each is an async context manager;
+a closed runtime refuses reuse (STYLE 17).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar, Token
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .._errors import RuntimeClosed
+from ..persistence import Backend, Clock
+from ..persistence._codec import Codec
+from ._client import Client
+from ._definitions import WorkflowRegistry
+from ._machine import WorkflowMachine
+from ._options import RuntimeOptions
+from ._payloads import Payloads
+from ._services import Services
+from ._worker import Worker
+
+__all__ = ["Runtime", "current_runtime"]
+
+BackendFactory = Callable[[Codec], contextlib.AbstractAsyncContextManager[Backend]]
+
+_current: ContextVar[Runtime | None] = ContextVar("riverrun_runtime", default=None)
+
+
+def current_runtime() -> Runtime:
+    runtime = _current.get()
+    if runtime is None:
+        raise RuntimeClosed(
+            "no riverrun Runtime is active here; use it inside `async with Runtime...() as rt:` "
+            "or call rt.client.get_workflow_chain(...)"
+        )
+    return runtime
+
+
+class Runtime:
+    """A riverrun runtime: backend + client + worker. Use one of the constructors."""
+
+    def __init__(
+        self,
+        backend_factory: BackendFactory,
+        *,
+        workflows: Iterable[Any] = (),
+        worker: bool = True,
+        options: RuntimeOptions | None = None,
+        description: str = "",
+        force_continue: Callable[[WorkflowMachine], str | None] | None = None,
+        passivation: bool = True,
+    ) -> None:
+        self._factory = backend_factory
+        self.registry = WorkflowRegistry.of(workflows)
+        self._run_worker = worker
+        self.options = options or RuntimeOptions()
+        self._description = description
+        self._force_continue = force_continue
+        self._passivation = passivation
+        self._state = "new"
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._services: Services | None = None
+        self._client: Client | None = None
+        self._worker: Worker | None = None
+        self._token: Token[Runtime | None] | None = None
+        self.url: str | None = None
+
+    def __repr__(self) -> str:
+        worker = self._worker.statistics() if self._worker else None
+        return f"<Runtime {self._description} state={self._state} worker={worker}>"
+
+    # -- constructors ----------------------------------------------------------------------
+
+    @classmethod
+    def in_memory(
+        cls,
+        *,
+        workflows: Iterable[Any] = (),
+        clock: Clock | None = None,
+        worker: bool = True,
+        **opts: Any,
+    ) -> Runtime:
+        """A runtime on the memory backend: for unit tests and ``riverrun.testing``."""
+        from ..persistence import open_memory_backend
+
+        def factory(codec: Codec) -> contextlib.AbstractAsyncContextManager[Backend]:
+            return open_memory_backend(codec=codec, clock=clock)
+
+        return cls(factory, workflows=workflows, worker=worker, description="memory", **_split(opts))
+
+    @classmethod
+    def connect(
+        cls,
+        servers: str | Sequence[str] | None = None,
+        *,
+        workflows: Iterable[Any] = (),
+        namespace: str = "default",
+        worker: bool | None = None,
+        connect_timeout: float = 5.0,
+        replicas: int = 1,
+        **opts: Any,
+    ) -> Runtime:
+        """A runtime on an existing NATS server or cluster (JetStream enabled).
+
+        Args:
+            servers: NATS URL(s); default ``$RIVERRUN_SERVERS`` or ``nats://127.0.0.1:4222``.
+            worker: host the given workflows here (default: when ``workflows`` are given).
+            replicas: stream replicas; use 3 on a cluster.
+        """
+        from ..persistence import open_jetstream_backend
+
+        servers = servers or os.environ.get("RIVERRUN_SERVERS", "nats://127.0.0.1:4222")
+        workflows = list(workflows)
+
+        def factory(codec: Codec) -> contextlib.AbstractAsyncContextManager[Backend]:
+            return open_jetstream_backend(  # type: ignore[no-any-return]
+                servers,
+                namespace=namespace,
+                codec=codec,
+                replicas=replicas,
+                connect_timeout=connect_timeout,
+            )
+
+        runtime = cls(
+            factory,
+            workflows=workflows,
+            worker=bool(workflows) if worker is None else worker,
+            description=f"nats {servers} ns={namespace}",
+            **_split(opts, namespace=namespace),
+        )
+        runtime.url = servers if isinstance(servers, str) else ",".join(servers)
+        return runtime
+
+    @classmethod
+    def embedded(
+        cls,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        workflows: Iterable[Any] = (),
+        namespace: str = "default",
+        worker: bool = True,
+        sync_interval: str | None = "always",
+        **opts: Any,
+    ) -> Runtime:
+        """A runtime that starts its own nats-server (JetStream, syncing every write).
+
+        Args:
+            data_dir: where the server keeps its data; a temporary directory when omitted.
+        """
+        from ..persistence import EmbeddedNatsServer, open_jetstream_backend
+
+        runtime: Runtime
+
+        @contextlib.asynccontextmanager
+        async def factory(codec: Codec) -> Any:
+            async with EmbeddedNatsServer(data_dir=data_dir, sync_interval=sync_interval) as server:
+                runtime.url = server.url
+                async with open_jetstream_backend(
+                    server.url, namespace=namespace, codec=codec
+                ) as backend:
+                    yield backend
+
+        runtime = cls(
+            factory,
+            workflows=workflows,
+            worker=worker,
+            description=f"embedded ns={namespace}",
+            **_split(opts, namespace=namespace),
+        )
+        return runtime
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        if self._state != "new":
+            raise RuntimeClosed(f"this Runtime is {self._state}; create a new one")
+        self._state = "starting"
+        stack = contextlib.AsyncExitStack()
+        try:
+            codec = Codec()
+            backend = await stack.enter_async_context(self._factory(codec))
+            payloads = Payloads(
+                store=backend.payloads, codec=codec, threshold=self.options.payload_threshold
+            )
+            self._services = Services(
+                backend=backend,
+                codec=codec,
+                registry=self.registry,
+                options=self.options,
+                payloads=payloads,
+                force_continue=self._force_continue,
+                passivation_enabled=self._passivation,
+            )
+            self._client = Client(self._services)
+            if self._run_worker:
+                tg: TaskGroup = await stack.enter_async_context(anyio.create_task_group())
+                stack.callback(tg.cancel_scope.cancel)
+                self._worker = Worker(self._services)
+                await tg.start(self._worker.run)
+        except BaseException:
+            await stack.aclose()
+            self._state = "closed"
+            raise
+        self._stack = stack
+        self._token = _current.set(self)
+        self._state = "running"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._state = "closed"
+        if self._token is not None:
+            with contextlib.suppress(ValueError):
+                _current.reset(self._token)
+        if self._stack is not None:
+            await self._stack.aclose()
+
+    @property
+    def client(self) -> Client:
+        if self._client is None or self._state != "running":
+            raise RuntimeClosed(f"this Runtime is {self._state}; use it inside `async with`")
+        return self._client
+
+    @property
+    def worker(self) -> Worker | None:
+        return self._worker
+
+    @property
+    def backend(self) -> Backend:
+        if self._services is None:
+            raise RuntimeClosed("this Runtime has not been entered")
+        return self._services.backend
+
+    async def serve_forever(self) -> None:
+        """Keep hosting workflows until cancelled (Ctrl-C, SIGTERM)."""
+        self.client  # noqa: B018 - raises if not running
+        await anyio.sleep_forever()
+
+
+def _split(opts: dict[str, Any], **defaults: Any) -> dict[str, Any]:
+    """Route keyword options: Runtime's own vs RuntimeOptions fields."""
+    own: dict[str, Any] = {k: opts.pop(k) for k in ("force_continue", "passivation", "options") if k in opts}
+    if "options" not in own:
+        fields = {**defaults, **opts}
+        own["options"] = RuntimeOptions(**fields)
+    elif opts:
+        raise TypeError(f"pass either options= or option keywords, not both: {sorted(opts)}")
+    return own

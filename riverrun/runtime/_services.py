@@ -1,0 +1,196 @@
+"""What a runtime's client, worker and workflow instances share: the backend, the codec, the
+registry, the options, and the few run-store operations they all need (start a chain, move a
+chain head, update a run record, apply retention, wait for a chain to end)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import anyio
+import attrs
+
+from .._errors import ConcurrencyConflict, WorkflowAlreadyRunning
+from ..persistence import Backend, ChainHead, NewEvent, RunKey, RunStatus, WorkflowRun
+from ..persistence._codec import Codec
+from ._definitions import WorkflowRegistry
+from ._events import EventType
+from ._machine import WorkflowMachine
+from ._options import RuntimeOptions, validate_workflow_id
+from ._payloads import Payloads
+
+__all__ = ["Services"]
+
+
+@attrs.define(eq=False)
+class Services:
+    backend: Backend
+    codec: Codec
+    registry: WorkflowRegistry
+    options: RuntimeOptions
+    payloads: Payloads
+    force_continue: Callable[[WorkflowMachine], str | None] | None = None
+    passivation_enabled: bool = True
+    _done: dict[str, anyio.Event] = attrs.field(factory=dict)
+    #: set by the worker: wake the instance hosting a workflow id (in this process)
+    on_started: Callable[[str], None] | None = None
+
+    @property
+    def clock(self) -> Any:
+        return self.backend.clock
+
+    # -- chains -------------------------------------------------------------------------------
+
+    async def start_chain(
+        self,
+        workflow_name: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        workflow_id: str,
+        version: str | None = None,
+        parent: Mapping[str, Any] | None = None,
+        idempotent_run_id: str | None = None,
+    ) -> str:
+        """Write a new chain's first run and point the head at it. Returns its run id.
+
+        The log write comes first and the head's compare-and-set last: the head is what
+        commits a start, so two racing starts of one id leave exactly one chain.
+        """
+        validate_workflow_id(workflow_id)
+        runs = self.backend.runs
+        head = await runs.get_head(workflow_id)
+        if head is not None:
+            if idempotent_run_id is not None and head.value.first_run_id == idempotent_run_id:
+                return idempotent_run_id  # a child start redone after a crash
+            current = await runs.get_run(head.value.current_run_id)
+            if current is None or not current.value.status.is_terminal or (
+                current.value.status == RunStatus.CONTINUED_AS_NEW
+            ):
+                raise WorkflowAlreadyRunning(
+                    f"workflow {workflow_id!r} is already running (run "
+                    f"{head.value.current_run_id}); use client.get_handle({workflow_id!r}) to "
+                    "reach it, or pick another workflow_id"
+                )
+        run_id = idempotent_run_id or uuid.uuid4().hex
+        data = {
+            "workflow_name": workflow_name,
+            "version": version,
+            "args": list(args),
+            "kwargs": dict(kwargs),
+            "execution": 1,
+            "continued_from_run_id": None,
+            "parent": dict(parent) if parent else None,
+            "inbox_cursor": 0,
+        }
+        packed = await self.payloads.pack_data(data, f"workflow {workflow_name!r} arguments")
+        now = self.clock.now()
+        key = RunKey(workflow_id=workflow_id, run_id=run_id)
+        await self.backend.events.append(
+            key,
+            NewEvent(type=EventType.WORKFLOW_STARTED.value, timestamp=now, data=packed),
+            expected_last=0,
+            idempotency_id=f"{run_id}:1",
+        )
+        record = WorkflowRun(
+            run_id=run_id,
+            workflow_id=workflow_id,
+            workflow_name=workflow_name,
+            status=RunStatus.RUNNING,
+            execution=1,
+            created_at=now,
+            parent_run_id=parent["run_id"] if parent else None,
+            parent_workflow_id=parent["workflow_id"] if parent else None,
+        )
+        try:
+            await runs.put_run(record, expected_revision=None)
+        except ConcurrencyConflict:
+            if idempotent_run_id is None:
+                raise
+        new_head = ChainHead(
+            workflow_id=workflow_id,
+            workflow_name=workflow_name,
+            first_run_id=run_id,
+            current_run_id=run_id,
+        )
+        try:
+            await runs.put_head(new_head, expected_revision=head.revision if head else None)
+        except ConcurrencyConflict:
+            await self.backend.events.delete(key)
+            await runs.delete_run(run_id)
+            raise WorkflowAlreadyRunning(
+                f"workflow {workflow_id!r} was started concurrently by another client"
+            ) from None
+        self._done.pop(workflow_id, None)
+        await self.backend.inbox.send(workflow_id, "start", {"run_id": run_id})
+        return run_id
+
+    async def update_run(self, run_id: str, **changes: Any) -> None:
+        runs = self.backend.runs
+        while True:
+            current = await runs.get_run(run_id)
+            if current is None:
+                return
+            updated = attrs.evolve(current.value, **changes)
+            if updated == current.value:
+                return
+            try:
+                await runs.put_run(updated, expected_revision=current.revision)
+                return
+            except ConcurrencyConflict:
+                continue
+
+    async def move_head(self, workflow_id: str, run_id: str) -> None:
+        runs = self.backend.runs
+        while True:
+            head = await runs.get_head(workflow_id)
+            if head is None or head.value.current_run_id == run_id:
+                return
+            try:
+                await runs.put_head(
+                    attrs.evolve(head.value, current_run_id=run_id),
+                    expected_revision=head.revision,
+                )
+                return
+            except ConcurrencyConflict:
+                continue
+
+    async def apply_retention(self, workflow_id: str, previous_run_id: str) -> None:
+        """Truncate earlier runs that fall outside the retention window to their link event."""
+        retention = self.options.retention
+        cutoff: datetime | None = None
+        if retention.keep_newer_than is not None:
+            cutoff = self.clock.now() - retention.keep_newer_than
+        run_id: str | None = previous_run_id
+        index = 0
+        while run_id is not None:
+            record = await self.backend.runs.get_run(run_id)
+            if record is None:
+                return
+            run = record.value
+            kept = index < retention.keep_last or (
+                cutoff is not None and run.completed_at is not None and run.completed_at >= cutoff
+            )
+            key = RunKey(workflow_id=workflow_id, run_id=run_id)
+            if not kept:
+                events = await self.backend.events.read(key, limit=2)
+                if len(events) <= 1:
+                    return  # already truncated: everything before it was handled earlier
+                await self.backend.events.truncate(key, keep_last=1)
+            run_id = run.continued_from_run_id
+            index += 1
+
+    # -- waiting for chains to end (same process) ----------------------------------------------
+
+    def notify_done(self, workflow_id: str) -> None:
+        event = self._done.pop(workflow_id, None)
+        if event is not None:
+            event.set()
+
+    def done_event(self, workflow_id: str) -> anyio.Event:
+        event = self._done.get(workflow_id)
+        if event is None:
+            event = self._done[workflow_id] = anyio.Event()
+        return event
