@@ -16,6 +16,8 @@ from .._errors import (
 from ._backend import Backend as Backend
 from ._clock import SystemClock as SystemClock
 from ._codec import Codec as Codec, Upcaster as Upcaster
+from ._embedded import EmbeddedNatsServer as EmbeddedNatsServer
+from ._jetstream import open_jetstream_backend as open_jetstream_backend
 from ._memory import (
     MemoryPayloadStore as MemoryPayloadStore,
     MemorySnapshotStore as MemorySnapshotStore,
@@ -53,6 +55,7 @@ __all__ = [
     "Codec",
     "CodecError",
     "ConcurrencyConflict",
+    "EmbeddedNatsServer",
     "EventLog",
     "Inbox",
     "InboxMessage",
@@ -78,5 +81,6 @@ __all__ = [
     "Upcaster",
     "Versioned",
     "WorkflowRun",
+    "open_jetstream_backend",
     "open_memory_backend",
 ]

@@ -1,0 +1,196 @@
+"""``open_jetstream_backend``: connect to NATS, create or check every stream and bucket, and
+hand out a ``Backend`` whose stores all live in one namespace.
+
+Design note: streams are created idempotently and never silently reused: an existing stream
+whose subjects, replicas, storage or required features (atomic batches, rollups, direct get,
+message schedules) differ from what riverrun needs is an ``IncompatibleStoreConfig`` naming
+the difference and what to do. Settings that only tune (``max_consumers``, limits) are left
+as the operator set them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+from .._errors import StoreUnavailable
+from ._backend import Backend
+from ._clock import SystemClock
+from ._codec import Codec
+from ._jetstream_blobs import JetStreamPayloadStore, JetStreamSnapshotStore, open_object_bucket
+from ._jetstream_conn import JetStreamConnection, connect, translate_errors
+from ._jetstream_events import JetStreamEventLog
+from ._jetstream_inbox import JetStreamInbox
+from ._jetstream_names import Names, check_namespace
+from ._jetstream_runs import JetStreamRunStore, open_kv_bucket
+from ._protocols import Clock
+
+__all__ = ["open_jetstream_backend"]
+
+#: room left for headers when comparing an event's body with the server's max_payload
+_HEADER_ROOM = 4096
+
+
+def _events_stream(names: Names, replicas: int) -> tuple[StreamConfig, dict[str, Any]]:
+    config = StreamConfig(
+        name=names.events_stream,
+        description="riverrun event histories: one subject per run",
+        subjects=[names.events_filter],
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        max_consumers=-1,
+        allow_atomic=True,
+        allow_rollup_hdrs=True,
+        allow_direct=True,
+        deny_purge=False,
+        deny_delete=False,
+    )
+    required = {
+        "subjects": [names.events_filter],
+        "storage": StorageType.FILE,
+        "num_replicas": replicas,
+        "retention": RetentionPolicy.LIMITS,
+        "allow_atomic": True,
+        "allow_rollup_hdrs": True,
+        "allow_direct": True,
+        "deny_purge": False,
+        "max_msgs_per_subject": -1,
+        "max_age": 0.0,
+    }
+    return config, required
+
+
+def _inbox_stream(names: Names, replicas: int) -> tuple[StreamConfig, dict[str, Any]]:
+    subjects = [names.inbox_filter, names.schedules_filter]
+    config = StreamConfig(
+        name=names.inbox_stream,
+        description="riverrun inboxes (one subject per workflow) and durable timers",
+        subjects=subjects,
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        max_consumers=-1,
+        allow_msg_schedules=True,
+        allow_rollup_hdrs=True,
+        allow_direct=True,
+    )
+    required = {
+        "subjects": subjects,
+        "storage": StorageType.FILE,
+        "num_replicas": replicas,
+        "retention": RetentionPolicy.LIMITS,
+        "allow_msg_schedules": True,
+        "allow_rollup_hdrs": True,
+        "allow_direct": True,
+        "deny_purge": False,
+        "max_msgs_per_subject": -1,
+        "max_age": 0.0,
+    }
+    return config, required
+
+
+@asynccontextmanager
+async def open_jetstream_backend(
+    servers: str | Sequence[str],
+    *,
+    namespace: str = "default",
+    codec: Codec | None = None,
+    clock: Clock | None = None,
+    replicas: int = 1,
+    connect_timeout: float = 5.0,
+    request_timeout: float = 5.0,
+) -> AsyncIterator[Backend]:
+    """Connect to NATS JetStream and open every store of ``namespace``.
+
+    Streams ``RIVERRUN_<NS>_EVENTS`` / ``_INBOX``, KV buckets ``_RUNS`` / ``_HEADS`` /
+    ``_LEASES`` and object buckets ``_PAYLOADS`` / ``_SNAPSHOTS`` are created if missing.
+
+    Args:
+        servers: one NATS URL or several (a cluster).
+        namespace: isolates one deployment's streams and buckets from another's
+            (1-64 characters of letters, digits, ``_``, ``-``).
+        codec: encodes events, records and messages (default: ``Codec()``).
+        clock: time for leases and message timestamps (default: the system clock).
+        replicas: stream and bucket replicas (3 on a production cluster).
+        connect_timeout: seconds to wait for the first connection.
+        request_timeout: seconds to wait for any one answer from the server.
+
+    Yields:
+        The ``Backend``; the connection is drained and closed when the block exits. After the
+        first connection the client reconnects forever; while it is disconnected every call
+        fails fast with ``StoreUnavailable`` (retryable).
+
+    Raises:
+        StoreUnavailable: no server answered within ``connect_timeout``.
+        IncompatibleStoreConfig: a stream or bucket exists with settings riverrun cannot use.
+        ValueError: a bad argument.
+    """
+    urls = [servers] if isinstance(servers, str) else list(servers)
+    if not urls or not all(isinstance(u, str) and u for u in urls):
+        raise ValueError(f"servers must be a NATS URL or a non-empty list of them, got {servers!r}")
+    names = Names(check_namespace(namespace))
+    if replicas not in (1, 3, 5):
+        raise ValueError(f"replicas must be 1, 3 or 5, got {replicas}")
+    if connect_timeout <= 0 or request_timeout <= 0:
+        raise ValueError("connect_timeout and request_timeout must be positive")
+    codec = codec if codec is not None else Codec()
+    clock = clock if clock is not None else SystemClock()
+    url = ", ".join(urls)
+
+    nc = None
+    with anyio.move_on_after(connect_timeout) as scope:
+        nc = await connect(urls, connect_timeout=connect_timeout, name=f"riverrun-{namespace}")
+    if nc is None or scope.cancelled_caught:
+        raise StoreUnavailable(
+            f"cannot connect to NATS at {url}: no answer within {connect_timeout:g} s. Is "
+            "nats-server running (with JetStream enabled) and reachable?"
+        )
+    try:
+        conn = JetStreamConnection(nc, url=url, request_timeout=request_timeout)
+        backend = await _open_stores(conn, names, codec, clock, replicas)
+        yield backend
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(request_timeout):
+            # already closed or gone: nothing left to flush
+            with contextlib.suppress(Exception):
+                await nc.drain()
+            if not nc.is_closed:
+                await nc.close()
+
+
+async def _open_stores(
+    conn: JetStreamConnection, names: Names, codec: Codec, clock: Clock, replicas: int
+) -> Backend:
+    with translate_errors(conn.url, f"open namespace {names.namespace!r}"):
+        config, required = _events_stream(names, replicas)
+        await conn.ensure_stream(config, required=required, what="events")
+        config, required = _inbox_stream(names, replicas)
+        await conn.ensure_stream(config, required=required, what="inbox")
+    runs = await open_kv_bucket(conn, names.runs_bucket, replicas=replicas, what="runs")
+    heads = await open_kv_bucket(conn, names.heads_bucket, replicas=replicas, what="heads")
+    leases = await open_kv_bucket(conn, names.leases_bucket, replicas=replicas, what="leases")
+    payloads = await open_object_bucket(
+        conn, names.payloads_bucket, replicas=replicas, what="payloads"
+    )
+    snapshots = await open_object_bucket(
+        conn, names.snapshots_bucket, replicas=replicas, what="snapshots"
+    )
+    max_event_bytes = conn.max_payload - _HEADER_ROOM
+    return Backend(
+        name=f"jetstream:{names.namespace}",
+        events=JetStreamEventLog(conn, names, codec, max_event_bytes=max_event_bytes),
+        runs=JetStreamRunStore(conn, names, codec, clock, runs=runs, heads=heads, leases=leases),
+        inbox=JetStreamInbox(conn, names, codec, clock),
+        payloads=JetStreamPayloadStore(conn, payloads, names.payloads_bucket),
+        snapshots=JetStreamSnapshotStore(conn, snapshots, names.snapshots_bucket),
+        clock=clock,
+        max_event_bytes=max_event_bytes,
+    )

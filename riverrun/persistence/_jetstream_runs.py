@@ -1,0 +1,234 @@
+"""The JetStream run store: run records, chain heads and leases in three KV buckets.
+
+Design note: a KV revision is the bucket stream's sequence, so it only grows, even across
+deletes, and it is exactly the compare-and-set token (``Nats-Expected-Last-Subject-Sequence``
+on the key's subject). A lease is a KV entry ``{owner, expires_at}``; taking it over is a CAS
+on its revision, so the revision is the fencing token: two workers can never both hold
+revision N. Keys are the escaped ids (see ``_jetstream_names``).
+
+``list_runs`` scans the whole runs bucket (one ordered consumer delivering the last value of
+every key) and filters client side: fine for thousands of runs, not for millions. An index
+by workflow id (key ``<workflow>.<run>``) is the way out when that matters.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import nats.js.errors
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KeyValue
+
+from .._errors import ConcurrencyConflict, IncompatibleStoreConfig, PersistenceError
+from ._codec import Codec
+from ._jetstream_conn import JetStreamConnection, translate_errors
+from ._jetstream_names import Names, escape_token
+from ._model import ChainHead, Lease, RunStatus, Versioned, WorkflowRun
+from ._protocols import Clock
+
+__all__ = ["JetStreamRunStore", "open_kv_bucket"]
+
+T = TypeVar("T")
+
+
+async def open_kv_bucket(
+    conn: JetStreamConnection, bucket: str, *, replicas: int, what: str
+) -> KeyValue:
+    """Create the bucket, or open it after checking its settings (history 1, our replicas)."""
+    with translate_errors(conn.url, f"open the {what} bucket {bucket}"):
+        try:
+            kv = await conn.js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            return await conn.js.create_key_value(
+                KeyValueConfig(
+                    bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas
+                )
+            )
+        status = await kv.status()
+        config = status.stream_info.config
+        if config.num_replicas != replicas or not config.allow_rollup_hdrs:
+            raise IncompatibleStoreConfig(
+                f"the {what} bucket {bucket!r} at {conn.url} exists with replicas="
+                f"{config.num_replicas}, riverrun was asked for {replicas}. Delete it (`nats kv "
+                f"rm {bucket}`), open the backend with replicas={config.num_replicas}, or use "
+                "another namespace."
+            )
+        return kv
+
+
+class JetStreamRunStore:
+    """``RunStore`` on JetStream KV. Build it with ``open_jetstream_backend``."""
+
+    def __init__(
+        self,
+        conn: JetStreamConnection,
+        names: Names,
+        codec: Codec,
+        clock: Clock,
+        *,
+        runs: KeyValue,
+        heads: KeyValue,
+        leases: KeyValue,
+    ) -> None:
+        self._conn = conn
+        self._names = names
+        self._codec = codec
+        self._clock = clock
+        self._runs = runs
+        self._heads = heads
+        self._leases = leases
+
+    def __repr__(self) -> str:
+        return f"<JetStreamRunStore {self._names.runs_bucket}>"
+
+    # -- runs ------------------------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> Versioned[WorkflowRun] | None:
+        """The run record and its revision, or ``None``."""
+        return await self._get(self._runs, run_id, WorkflowRun, f"run record {run_id}")
+
+    async def put_run(self, run: WorkflowRun, *, expected_revision: int | None) -> int:
+        """Create (``expected_revision=None``) or compare-and-set a run record."""
+        return await self._cas(
+            self._runs, run.run_id, run, expected_revision, f"run record {run.run_id!r}"
+        )
+
+    async def delete_run(self, run_id: str) -> None:
+        """Remove a run record (nothing happens if there is none)."""
+        await self._purge(self._runs, run_id, f"delete run record {run_id}")
+
+    async def list_runs(
+        self, *, workflow_id: str | None = None, status: RunStatus | None = None
+    ) -> list[WorkflowRun]:
+        """Records matching the filters, oldest ``created_at`` first (a full scan)."""
+        found: list[WorkflowRun] = []
+        with translate_errors(self._conn.url, "list run records"):
+            watcher = await self._runs.watchall(ignore_deletes=True)
+            try:
+                async for entry in watcher:
+                    if entry is None:  # every key's current value has been delivered
+                        break
+                    if entry.value is None or entry.operation is not None:
+                        continue
+                    run = self._decode(entry.value, WorkflowRun, f"run record {entry.key}")
+                    if (workflow_id is None or run.workflow_id == workflow_id) and (
+                        status is None or run.status == status
+                    ):
+                        found.append(run)
+            finally:
+                await watcher.stop()  # type: ignore[no-untyped-call]
+        return sorted(found, key=lambda run: run.created_at)
+
+    # -- chain heads -----------------------------------------------------------------------
+
+    async def get_head(self, workflow_id: str) -> Versioned[ChainHead] | None:
+        """The chain head of ``workflow_id`` and its revision, or ``None``."""
+        return await self._get(self._heads, workflow_id, ChainHead, f"chain head {workflow_id}")
+
+    async def put_head(self, head: ChainHead, *, expected_revision: int | None) -> int:
+        """Create or compare-and-set a chain head, as ``put_run``."""
+        return await self._cas(
+            self._heads,
+            head.workflow_id,
+            head,
+            expected_revision,
+            f"chain head {head.workflow_id!r}",
+        )
+
+    async def delete_head(self, workflow_id: str) -> None:
+        """Remove a chain head (nothing happens if there is none)."""
+        await self._purge(self._heads, workflow_id, f"delete chain head {workflow_id}")
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def acquire_lease(self, workflow_id: str, owner: str, ttl: timedelta) -> Lease | None:
+        """Take or renew the lease; ``None`` while another owner holds an unexpired one.
+
+        The returned ``revision`` is the fencing token: it changes on every take-over and
+        renewal, and no two grants ever share one.
+        """
+        if ttl <= timedelta(0):
+            raise ValueError(f"lease ttl must be positive, got {ttl}")
+        key = escape_token(workflow_id)
+        what = f"lease of {workflow_id}"
+        with translate_errors(self._conn.url, what):
+            held = await self._get_raw(self._leases, key)
+            now = self._clock.now()
+            if held is not None:
+                current = self._codec.loads(held[0], what=what)
+                if current["owner"] != owner and current["expires_at"] > now:
+                    return None
+            expires_at = now + ttl
+            data = self._codec.dumps({"owner": owner, "expires_at": expires_at}, what=what)
+            try:
+                if held is None:
+                    new_revision = await self._leases.create(key, data)
+                else:
+                    new_revision = await self._leases.update(key, data, last=held[1])
+            except nats.js.errors.KeyWrongLastSequenceError:
+                return None  # another worker took or renewed it between our read and write
+        return Lease(
+            workflow_id=workflow_id, owner=owner, expires_at=expires_at, revision=new_revision
+        )
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Give the lease up, unless it was taken over (its revision changed) meanwhile."""
+        key = escape_token(lease.workflow_id)
+        with translate_errors(self._conn.url, f"release the lease of {lease.workflow_id}"):
+            try:
+                await self._leases.delete(key, last=lease.revision)
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+                pass  # no longer ours: leave the new owner's lease alone
+            except nats.js.errors.APIError as exc:
+                if exc.err_code != 10071:
+                    raise
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _get_raw(self, kv: KeyValue, key: str) -> tuple[bytes, int] | None:
+        try:
+            entry = await kv.get(key)
+        except nats.js.errors.KeyNotFoundError:  # also deleted / purged keys
+            return None
+        return (entry.value or b""), int(entry.revision or 0)
+
+    async def _get(self, kv: KeyValue, ident: str, cls: type[T], what: str) -> Versioned[T] | None:
+        with translate_errors(self._conn.url, f"read {what}"):
+            raw = await self._get_raw(kv, escape_token(ident))
+        if raw is None:
+            return None
+        return Versioned(value=self._decode(raw[0], cls, what), revision=raw[1])
+
+    def _decode(self, data: bytes, cls: type[T], what: str) -> T:
+        value: Any = self._codec.loads(data, what=what)
+        if not isinstance(value, cls):
+            raise PersistenceError(
+                f"{what} holds a {type(value).__name__}, not a {cls.__name__}; the bucket "
+                "was written by something other than riverrun"
+            )
+        return value
+
+    async def _cas(
+        self, kv: KeyValue, ident: str, value: Any, expected_revision: int | None, what: str
+    ) -> int:
+        data = self._codec.dumps(value, what=what)
+        key = escape_token(ident)
+        with translate_errors(self._conn.url, f"write {what}"):
+            try:
+                if expected_revision is None:
+                    return int(await kv.create(key, data))
+                return int(await kv.update(key, data, last=expected_revision))
+            except nats.js.errors.KeyWrongLastSequenceError as exc:
+                if expected_revision is None:
+                    raise ConcurrencyConflict(
+                        f"{what} already exists; read it and update it with its revision"
+                    ) from exc
+                raise ConcurrencyConflict(
+                    f"{what} is not at revision {expected_revision} (it was updated, deleted or "
+                    "never created); another writer went first — reload and retry"
+                ) from exc
+
+    async def _purge(self, kv: KeyValue, ident: str, what: str) -> None:
+        with translate_errors(self._conn.url, what):
+            await kv.purge(escape_token(ident))

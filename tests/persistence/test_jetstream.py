@@ -1,0 +1,71 @@
+"""The JetStream backend passes every contract suite, against a real nats-server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from riverrun.persistence import (
+    EmbeddedNatsServer,
+    EventLog,
+    Inbox,
+    PayloadStore,
+    RunStore,
+    SnapshotStore,
+    open_jetstream_backend,
+)
+from riverrun.persistence._codec import Codec
+
+from .contract import (
+    EventLogContract,
+    InboxContract,
+    PayloadStoreContract,
+    RunStoreContract,
+    SnapshotStoreContract,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+class TestJetStreamEventLog(EventLogContract):
+    @pytest.fixture
+    async def event_log(
+        self, codec: Codec, nats_server: EmbeddedNatsServer, namespace: str
+    ) -> AsyncIterator[EventLog]:
+        async with open_jetstream_backend(nats_server.url, namespace=namespace, codec=codec) as b:
+            yield b.events
+
+
+class TestJetStreamRunStore(RunStoreContract):
+    @pytest.fixture
+    async def run_store(
+        self, nats_server: EmbeddedNatsServer, namespace: str
+    ) -> AsyncIterator[RunStore]:
+        async with open_jetstream_backend(nats_server.url, namespace=namespace) as backend:
+            yield backend.runs
+
+
+class TestJetStreamInbox(InboxContract):
+    @pytest.fixture
+    async def inbox(self, nats_server: EmbeddedNatsServer, namespace: str) -> AsyncIterator[Inbox]:
+        async with open_jetstream_backend(nats_server.url, namespace=namespace) as backend:
+            yield backend.inbox
+
+
+class TestJetStreamPayloadStore(PayloadStoreContract):
+    @pytest.fixture
+    async def payload_store(
+        self, nats_server: EmbeddedNatsServer, namespace: str
+    ) -> AsyncIterator[PayloadStore]:
+        async with open_jetstream_backend(nats_server.url, namespace=namespace) as backend:
+            yield backend.payloads
+
+
+class TestJetStreamSnapshotStore(SnapshotStoreContract):
+    @pytest.fixture
+    async def snapshot_store(
+        self, nats_server: EmbeddedNatsServer, namespace: str
+    ) -> AsyncIterator[SnapshotStore]:
+        async with open_jetstream_backend(nats_server.url, namespace=namespace) as backend:
+            yield backend.snapshots
