@@ -321,7 +321,7 @@ class WorkflowInstance:
             await self._record(machine, EventType.STEP_COMPLETED, data, packed=packed)
             return
         error_type = type(error).__name__
-        message = str(error) or error_type
+        message = _message_of(error)
         if attempt < policy.max_attempts and error_type not in policy.non_retryable:
             delay = policy.delay(attempt)
             retry_at = services.clock.now() + timedelta(seconds=delay)
@@ -556,6 +556,13 @@ class WorkflowInstance:
         if cursor:
             await services.backend.inbox.purge(self.workflow_id, up_to=cursor)
         services.notify_done(self.workflow_id)
+
+
+def _message_of(error: BaseException) -> str:
+    # KeyError('k') prints as "'k'"; keep the argument itself so the rebuilt error matches
+    if len(error.args) == 1 and isinstance(error.args[0], str):
+        return error.args[0]
+    return str(error) or type(error).__name__
 
 
 _TERMINAL_TYPES = frozenset(

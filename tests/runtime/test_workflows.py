@@ -1,0 +1,268 @@
+"""Workflows and steps: failures, retries, replay after a restart, non-determinism, starts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from riverrun import (
+    EventType,
+    Retention,
+    RetryPolicy,
+    RunStatus,
+    SerializationError,
+    StepFailed,
+    WorkflowAlreadyRunning,
+    WorkflowFailed,
+    WorkflowNotFound,
+    sleep,
+    step,
+    wait_for_signal,
+    workflow,
+)
+
+from . import workflows as wf
+from .conftest import RuntimeFactory
+
+pytestmark = pytest.mark.anyio
+
+CALLS: Counter[str] = Counter()
+
+
+@step(retry=RetryPolicy(max_attempts=3, initial_interval=0.01))
+async def flaky(key: str, failures: int) -> str:
+    CALLS[key] += 1
+    if CALLS[key] <= failures:
+        raise ConnectionError(f"attempt {CALLS[key]} failed")
+    return f"ok after {CALLS[key]}"
+
+
+@step(retry=RetryPolicy(max_attempts=2, initial_interval=0.01))
+async def always_fails(key: str) -> None:
+    CALLS[key] += 1
+    raise KeyError(key)
+
+
+@workflow()
+async def retrying(key: str, failures: int) -> str:
+    return await flaky(key, failures)
+
+
+@workflow()
+async def failing_step(key: str) -> str:
+    try:
+        await always_fails(key)
+    except KeyError as err:
+        return f"caught KeyError {err}"
+    return "unreachable"
+
+
+@workflow()
+async def raises(message: str) -> None:
+    raise ValueError(message)
+
+
+@workflow()
+async def waits(n: int) -> int:
+    got = await wait_for_signal("go")
+    return n + got
+
+
+@workflow()
+async def bad_await() -> None:
+    await anyio.lowlevel.checkpoint()
+
+
+async def test_step_retries_then_succeeds(make_runtime: RuntimeFactory, namespace_key: str) -> None:
+    key = f"retry-{namespace_key}"
+    async with make_runtime(workflows=[retrying]) as rt:
+        handle = await rt.client.start(retrying, key, 2)
+        assert await handle.result(timeout=30) == "ok after 3"
+        events = await handle.events()
+    assert [e.type for e in events] == [
+        EventType.WORKFLOW_STARTED,
+        EventType.STEP_RETRYING,
+        EventType.STEP_RETRYING,
+        EventType.STEP_COMPLETED,
+        EventType.WORKFLOW_COMPLETED,
+    ]
+    assert [e.data["attempt"] for e in events[1:3]] == [1, 2]
+
+
+async def test_step_failure_reaches_workflow_as_builtin(
+    make_runtime: RuntimeFactory, namespace_key: str
+) -> None:
+    key = f"fail-{namespace_key}"
+    async with make_runtime(workflows=[failing_step]) as rt:
+        handle = await rt.client.start(failing_step, key)
+        assert "caught KeyError 'fail-" in await handle.result(timeout=30)
+    assert CALLS[key] == 2
+
+
+async def test_workflow_exception_is_a_recorded_failure(make_runtime: RuntimeFactory) -> None:
+    async with make_runtime(workflows=[raises, bad_await]) as rt:
+        handle = await rt.client.start(raises, "boom")
+        with pytest.raises(WorkflowFailed, match="ValueError: boom"):
+            await handle.result(timeout=30)
+        run = await handle.describe()
+        assert run.status == RunStatus.FAILED
+        assert run.error == "ValueError: boom"
+        assert (await handle.events())[-1].type == EventType.WORKFLOW_FAILED
+
+        handle = await rt.client.start(bad_await)
+        with pytest.raises(WorkflowFailed, match="not a riverrun operation"):
+            await handle.result(timeout=30)
+
+
+async def test_already_running_and_unknown_ids(make_runtime: RuntimeFactory) -> None:
+    async with make_runtime(workflows=[waits]) as rt:
+        handle = await rt.client.start(waits, 1, workflow_id="dup")
+        with pytest.raises(WorkflowAlreadyRunning):
+            await rt.client.start(waits, 2, workflow_id="dup")
+        await handle.signal("go", 41)
+        assert await handle.result(timeout=30) == 42
+        # a finished id may be started again: a new chain
+        again = await rt.client.start(waits, 2, workflow_id="dup")
+        assert again.first_run_id != handle.first_run_id
+        await again.signal("go", 1)
+        assert await again.result(timeout=30) == 3
+        with pytest.raises(WorkflowNotFound):
+            await rt.client.get_run("nope")
+        with pytest.raises(WorkflowNotFound):
+            await rt.client.signal("nope", "go")
+
+
+async def test_non_serializable_argument_fails_at_call_site(make_runtime: RuntimeFactory) -> None:
+    async with make_runtime(workflows=[waits]) as rt:
+        with pytest.raises(SerializationError, match=r"kwargs.*'x'.*object"):
+            await rt.client.start(waits, 1, x={"bad": object()})
+        assert await rt.client.list_runs() == []
+
+
+async def test_retention_keep_last_and_prune(make_runtime: RuntimeFactory) -> None:
+    async with make_runtime(
+        workflows=[wf.stepper], retention=Retention(keep_last=2)
+    ) as rt:
+        handle = await rt.client.start(wf.stepper, 12, 2, workflow_id="ret")
+        assert await handle.result(timeout=30) == 12
+        chain = await rt.client.get_workflow_chain(handle.first_run_id)
+        sizes = [len(await rt.client.events(r.run_id)) for r in chain]
+        assert len(chain) == 6
+        # runs 1-3 truncated to their link; runs 4-5 (the last two before the current) kept
+        assert sizes == [1, 1, 1, 4, 4, 4]
+
+        pruned = await rt.client.prune_runs("ret", keep_last=2)
+        assert [r.run_id for r in chain[:4]] == pruned
+        remaining = await rt.client.get_workflow_chain(chain[-1].run_id)
+        assert [r.run_id for r in chain[4:]] == [r.run_id for r in remaining]
+        with pytest.raises(WorkflowNotFound):
+            await rt.client.get_run(chain[0].run_id)
+
+
+@workflow()
+async def sleeper(seconds: float) -> str:
+    await sleep(seconds)
+    return "woke"
+
+
+async def test_durable_sleep_fires(make_runtime: RuntimeFactory) -> None:
+    async with make_runtime(workflows=[sleeper]) as rt:
+        handle = await rt.client.start(sleeper, 0.2)
+        assert await handle.result(timeout=30) == "woke"
+        types = [e.type for e in await handle.events()]
+    assert types == [
+        EventType.WORKFLOW_STARTED,
+        EventType.TIMER_STARTED,
+        EventType.TIMER_FIRED,
+        EventType.WORKFLOW_COMPLETED,
+    ]
+
+
+STEP_RUNS: Counter[str] = Counter()
+
+
+@step()
+async def counted(key: str, i: int) -> int:
+    STEP_RUNS[f"{key}:{i}"] += 1
+    return i
+
+
+@workflow()
+async def replayed(key: str) -> list[Any]:
+    a = await counted(key, 1)
+    b = await wait_for_signal("next")
+    c = await counted(key, 2)
+    return [a, b, c]
+
+
+async def test_restart_replays_without_rerunning_steps(
+    nats_server: Any, namespace: str
+) -> None:
+    from riverrun import Runtime
+
+    key = namespace
+    async with Runtime.connect(nats_server.url, workflows=[replayed], namespace=namespace) as rt:
+        handle = await rt.client.start(replayed, key, workflow_id="r1")
+        with anyio.fail_after(30):
+            while len(await handle.events()) < 2:
+                await anyio.sleep(0.01)
+    # a new runtime (a new worker) picks the workflow up from its history
+    async with Runtime.connect(nats_server.url, workflows=[replayed], namespace=namespace) as rt:
+        handle = rt.client.get_handle("r1")
+        await handle.signal("next", "sig")
+        assert await handle.result(timeout=30) == [1, "sig", 2]
+    assert {f"{key}:1": 1, f"{key}:2": 1} == dict(STEP_RUNS)
+
+
+@workflow(name="nondet")
+async def nondet_v1(key: str) -> int:
+    await counted(key, 1)
+    return await wait_for_signal("go")
+
+
+@step()
+async def other_step(i: int) -> int:
+    return i
+
+
+@workflow(name="nondet")
+async def nondet_v2(key: str) -> int:
+    await other_step(1)  # a different step at position 1
+    return await wait_for_signal("go")
+
+
+async def test_non_determinism_parks_the_run_and_keeps_history(
+    nats_server: Any, namespace: str
+) -> None:
+    from riverrun import Runtime
+
+    async with Runtime.connect(nats_server.url, workflows=[nondet_v1], namespace=namespace) as rt:
+        handle = await rt.client.start(nondet_v1, namespace, workflow_id="nd")
+        with anyio.fail_after(30):
+            while len(await handle.events()) < 2:
+                await anyio.sleep(0.01)
+        before = await handle.events()
+    async with Runtime.connect(nats_server.url, workflows=[nondet_v2], namespace=namespace) as rt:
+        assert rt.worker is not None
+        with anyio.fail_after(30):
+            while "nd" not in rt.worker.parked:
+                await anyio.sleep(0.01)
+        message = rt.worker.parked["nd"]
+        assert "position 1" in message and "'counted'" in message and "'other_step'" in message
+        handle = rt.client.get_handle("nd")
+        assert before == await handle.events()
+        assert (await handle.describe()).status == RunStatus.RUNNING
+
+
+def test_step_outside_workflow_runs_directly() -> None:
+    assert anyio.run(wf.process_item.__wrapped__, 3) + 1 == 7  # type: ignore[attr-defined]
+    assert anyio.run(lambda: wf.process_item(3)) == 6
+
+
+def test_step_failed_carries_type_and_message() -> None:
+    err = StepFailed("s", "MyError", "bad")
+    assert str(err) == "step 's' failed: MyError: bad"
