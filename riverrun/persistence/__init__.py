@@ -46,6 +46,11 @@ from ._protocols import (
     RunStore as RunStore,
     SnapshotStore as SnapshotStore,
 )
+from ._s3 import (
+    S3PayloadStore as S3PayloadStore,
+    S3SnapshotStore as S3SnapshotStore,
+    open_s3_stores as open_s3_stores,
+)
 
 __all__ = [
     "Append",
@@ -74,6 +79,8 @@ __all__ = [
     "RunKey",
     "RunStatus",
     "RunStore",
+    "S3PayloadStore",
+    "S3SnapshotStore",
     "SnapshotStore",
     "StoreUnavailable",
     "StoredEvent",
@@ -83,4 +90,5 @@ __all__ = [
     "WorkflowRun",
     "open_jetstream_backend",
     "open_memory_backend",
+    "open_s3_stores",
 ]
