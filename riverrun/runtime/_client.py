@@ -255,7 +255,9 @@ class WorkflowHandle:
                 raise CancellationError(f"workflow {self.workflow_id!r} was cancelled")
             with anyio.move_on_after(poll):
                 await done.wait()
-            poll = min(poll * 2, _POLL_MAX)
+            # A worker in this process wakes us through `done`; polling is only the backstop
+            # for chains hosted elsewhere, so it backs off quickly.
+            poll = min(poll * 2, _POLL_MAX * 4 if services.local_worker else _POLL_MAX)
 
     async def signal(self, name: str, payload: Any = None) -> None:
         await self.client.signal(self.workflow_id, name, payload)

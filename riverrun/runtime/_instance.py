@@ -16,6 +16,7 @@ idempotently by ``_complete_hand_over`` whenever an instance finds a run whose l
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -65,6 +66,8 @@ class WorkflowInstance:
         self._wakeup = anyio.Event()
         self._step_scope: anyio.CancelScope | None = None
         self._skipped_to = 0
+        #: the inbox may hold unread messages: true at load, set again by notify()
+        self._inbox_dirty = True
         self.finished = False
 
     def __repr__(self) -> str:
@@ -75,6 +78,7 @@ class WorkflowInstance:
 
     def notify(self, message: InboxMessage | None = None) -> None:
         """Something arrived in this workflow's inbox."""
+        self._inbox_dirty = True
         self._wakeup.set()
         if message is not None and message.kind == "cancel" and self._step_scope is not None:
             self._step_scope.cancel()  # steps in flight are cancelled cooperatively
@@ -122,6 +126,7 @@ class WorkflowInstance:
         self.machine = machine
         self.key = RunKey(workflow_id=self.workflow_id, run_id=run_id)
         self._skipped_to = 0
+        self._inbox_dirty = True
         return machine
 
     async def _load(self, run_id: str) -> WorkflowMachine:
@@ -237,6 +242,9 @@ class WorkflowInstance:
 
     async def _consume_inbox(self, machine: WorkflowMachine) -> None:
         """Record every inbox message after the run's cursor, in order."""
+        if not self._inbox_dirty:
+            return
+        self._inbox_dirty = False
         services = self.services
         assert self.key is not None
         after = max(machine.inbox_cursor, self._skipped_to)
@@ -476,41 +484,54 @@ class WorkflowInstance:
         machine.last_event_type = EventType.WORKFLOW_CONTINUED_AS_NEW.value
 
     async def _complete_hand_over(self, machine: WorkflowMachine, outcome: ContinuedAsNew) -> str:
-        """Project a written hand-over into the run store; idempotent. Returns the new run."""
+        """Project a written hand-over into the run store; idempotent. Returns the new run.
+
+        The writes are independent of each other, so they run concurrently: a hand-over
+        costs the atomic batch plus about two store round trips.
+        """
         services = self.services
         runs = services.backend.runs
         assert self.key is not None and machine.definition is not None
         old_run_id = self.key.run_id
         new_run_id = next_run_id(old_run_id)
         now = services.clock.now()
-        await self._close_children(machine)
-        existing = await runs.get_run(new_run_id)
-        if existing is None:
-            old = await runs.get_run(old_run_id)
-            created = WorkflowRun(
-                run_id=new_run_id,
-                workflow_id=self.workflow_id,
-                workflow_name=machine.definition.name,
-                status=RunStatus.RUNNING,
-                execution=machine.execution + 1,
-                continued_from_run_id=old_run_id,
-                created_at=now,
-                parent_run_id=old.value.parent_run_id if old else None,
-                parent_workflow_id=old.value.parent_workflow_id if old else None,
-            )
-            with contextlib.suppress(ConcurrencyConflict):
-                await runs.put_run(created, expected_revision=None)
-        await services.update_run(
-            old_run_id,
-            status=RunStatus.CONTINUED_AS_NEW,
-            continued_to_run_id=new_run_id,
-            completed_at=now,
+        parent = machine.parent or {}
+        created = WorkflowRun(
+            run_id=new_run_id,
+            workflow_id=self.workflow_id,
+            workflow_name=machine.definition.name,
+            status=RunStatus.RUNNING,
+            execution=machine.execution + 1,
+            continued_from_run_id=old_run_id,
+            created_at=now,
+            parent_run_id=parent.get("run_id"),
+            parent_workflow_id=parent.get("workflow_id"),
         )
-        await services.move_head(self.workflow_id, new_run_id)
-        await services.apply_retention(self.workflow_id, old_run_id)
-        cursor = max(machine.inbox_cursor, self._skipped_to)
-        if cursor:
-            await services.backend.inbox.purge(self.workflow_id, up_to=cursor)
+
+        async def create_new_run() -> None:
+            with contextlib.suppress(ConcurrencyConflict):  # redone after a crash
+                await runs.put_run(created, expected_revision=None)
+
+        async def purge_inbox() -> None:
+            cursor = max(machine.inbox_cursor, self._skipped_to)
+            if cursor:
+                await services.backend.inbox.purge(self.workflow_id, up_to=cursor)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(create_new_run)
+            tg.start_soon(self._close_children, machine)
+            tg.start_soon(
+                functools.partial(
+                    services.update_run,
+                    old_run_id,
+                    status=RunStatus.CONTINUED_AS_NEW,
+                    continued_to_run_id=new_run_id,
+                    completed_at=now,
+                )
+            )
+            tg.start_soon(services.move_head, self.workflow_id, new_run_id)
+            tg.start_soon(services.apply_retention, self.workflow_id, old_run_id)
+            tg.start_soon(purge_inbox)
         return new_run_id
 
     async def _close_children(self, machine: WorkflowMachine) -> None:

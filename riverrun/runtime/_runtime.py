@@ -199,6 +199,7 @@ class Runtime:
                 payloads=payloads,
                 force_continue=self._force_continue,
                 passivation_enabled=self._passivation,
+                local_worker=self._run_worker,
             )
             self._client = Client(self._services)
             if self._run_worker:

@@ -33,6 +33,8 @@ class Services:
     payloads: Payloads
     force_continue: Callable[[WorkflowMachine], str | None] | None = None
     passivation_enabled: bool = True
+    #: a worker runs in this process (chain ends are announced through done events)
+    local_worker: bool = False
     _done: dict[str, anyio.Event] = attrs.field(factory=dict)
     #: set by the worker: wake the instance hosting a workflow id (in this process)
     on_started: Callable[[str], None] | None = None
