@@ -114,9 +114,16 @@ async def open_memory_backend(
         snapshots=MemorySnapshotStore(),
         clock=clock,
     )
+    # An error raised by the caller's block must reach the caller as itself, not wrapped in an
+    # ExceptionGroup by our task group: hold it until the group has closed, then re-raise.
+    body_error: Exception | None = None
     async with anyio.create_task_group() as tg:
         await tg.start(inbox.run_timers)
         try:
             yield backend
+        except Exception as exc:
+            body_error = exc
         finally:
             tg.cancel_scope.cancel()
+    if body_error is not None:
+        raise body_error

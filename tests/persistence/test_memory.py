@@ -228,6 +228,21 @@ async def test_timer_task_stops_with_the_backend(clock: VirtualClock) -> None:
     assert "timers=stopped" in repr(backend.inbox)
 
 
+async def test_errors_in_the_block_reach_the_caller_unwrapped(clock: VirtualClock) -> None:
+    with pytest.raises(KeyError, match="boom"):
+        async with open_memory_backend(clock=clock):
+            raise KeyError("boom")
+
+
+async def test_cancelling_the_block_stops_the_backend(clock: VirtualClock) -> None:
+    with anyio.CancelScope() as scope:
+        async with open_memory_backend(clock=clock) as backend:
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    assert "timers=stopped" in repr(backend.inbox)
+
+
 async def test_events_over_the_size_limit_are_refused() -> None:
     log = MemoryEventLog(Codec(), max_event_bytes=1000)
     key = RunKey(workflow_id="wf", run_id="r")
