@@ -81,7 +81,8 @@ class Codec:
     ``bytes``, ``list``, ``tuple``, ``dict`` (any encodable keys), ``set``, ``frozenset``,
     timezone-aware ``datetime`` (its tzinfo kept: fixed offsets and ``ZoneInfo`` zones),
     ``date``, ``timedelta``, ``UUID``, ``Decimal``, and classes registered with
-    :meth:`register_type` (attrs classes and enums). Other mappings are encoded as ``dict``.
+    :meth:`register_type` (attrs classes and enums). Other mappings are encoded as ``dict``,
+    ``bytearray`` and ``memoryview`` as ``bytes``.
     The persistence model values (``WorkflowRun``, ``RunStatus``, ``ChainHead``, ``Lease``,
     ``InboxMessage``, ``RunKey``) are registered in every codec.
     """
@@ -261,6 +262,8 @@ class Codec:
             return msgpack.ExtType(_ATTRS, self._pack([entry.name, fields]))
         if isinstance(obj, Mapping):
             return dict(obj)
+        if cls is bytearray or cls is memoryview:
+            return bytes(obj)
         raise _EncodeFailure(obj, f"cannot encode object of type {cls.__qualname__}")
 
     def _ext_hook(self, code: int, payload: bytes) -> Any:

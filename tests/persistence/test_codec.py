@@ -72,9 +72,7 @@ def same(a: Any, b: Any) -> bool:
 # -- strategies ---------------------------------------------------------------------------------
 
 zones = st.sampled_from([UTC, ZoneInfo("Europe/Paris"), ZoneInfo("America/New_York")]) | (
-    st.integers(min_value=-23 * 60, max_value=23 * 60).map(
-        lambda m: timezone(timedelta(minutes=m))
-    )
+    st.integers(min_value=-23 * 60, max_value=23 * 60).map(lambda m: timezone(timedelta(minutes=m)))
 )
 hashable = st.recursive(
     st.none()
@@ -107,16 +105,18 @@ scalars = (
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.lists(inner, max_size=4).map(tuple)
-    | st.dictionaries(hashable, inner, max_size=4)
-    | st.sets(hashable, max_size=4)
-    | st.frozensets(hashable, max_size=4)
-    | st.builds(
-        Line,
-        start=st.builds(Point, x=st.integers()),
-        end=st.builds(Point, x=st.integers()),
-        tags=st.lists(st.text(), max_size=2).map(tuple),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=4).map(tuple)
+        | st.dictionaries(hashable, inner, max_size=4)
+        | st.sets(hashable, max_size=4)
+        | st.frozensets(hashable, max_size=4)
+        | st.builds(
+            Line,
+            start=st.builds(Point, x=st.integers()),
+            end=st.builds(Point, x=st.integers()),
+            tags=st.lists(st.text(), max_size=2).map(tuple),
+        )
     ),
     max_leaves=20,
 )
@@ -238,6 +238,11 @@ def test_other_mappings_encode_as_dict() -> None:
     from types import MappingProxyType
 
     assert {"a": 1} == CODEC.loads(CODEC.dumps(MappingProxyType({"a": 1})), what="m")
+
+
+def test_bytearray_and_memoryview_encode_as_bytes() -> None:
+    value = [bytearray(b"ab"), memoryview(b"cd")]
+    assert [b"ab", b"cd"] == CODEC.loads(CODEC.dumps(value), what="b")
 
 
 def test_garbage_names_what() -> None:
