@@ -6,8 +6,8 @@ on the key's subject). A lease is a KV entry ``{owner, expires_at}``; taking it 
 on its revision, so the revision is the fencing token: two workers can never both hold
 revision N. Keys are the escaped ids (see ``_jetstream_names``).
 
-``list_runs`` scans the whole runs bucket (one ordered consumer delivering the last value of
-every key) and filters client side: fine for thousands of runs, not for millions. An index
+``list_runs`` scans the whole runs bucket (batch direct gets over its stream, which holds one
+message per key) and filters client side: fine for thousands of runs, not for millions. An index
 by workflow id (key ``<workflow>.<run>``) is the way out when that matters.
 """
 
@@ -31,28 +31,45 @@ __all__ = ["JetStreamRunStore", "open_kv_bucket"]
 
 T = TypeVar("T")
 
+_LIST_BATCH = 1000
+
 
 async def open_kv_bucket(
     conn: JetStreamConnection, bucket: str, *, replicas: int, what: str
 ) -> KeyValue:
-    """Create the bucket, or open it after checking its settings (history 1, our replicas)."""
+    """Create the bucket, or open it after checking its settings (history 1, direct gets,
+    rollups, our replicas)."""
     with translate_errors(conn.url, f"open the {what} bucket {bucket}"):
         try:
             kv = await conn.js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
             return await conn.js.create_key_value(
                 KeyValueConfig(
-                    bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas
+                    bucket=bucket,
+                    history=1,
+                    storage=StorageType.FILE,
+                    replicas=replicas,
+                    direct=True,  # reads and list_runs use direct gets
                 )
             )
         status = await kv.status()
         config = status.stream_info.config
-        if config.num_replicas != replicas or not config.allow_rollup_hdrs:
+        wanted = {
+            "num_replicas": replicas,
+            "max_msgs_per_subject": 1,
+            "allow_direct": True,
+            "allow_rollup_hdrs": True,
+        }
+        differences = [
+            f"{field} is {getattr(config, field)!r}, riverrun needs {want!r}"
+            for field, want in wanted.items()
+            if getattr(config, field) != want
+        ]
+        if differences:
             raise IncompatibleStoreConfig(
-                f"the {what} bucket {bucket!r} at {conn.url} exists with replicas="
-                f"{config.num_replicas}, riverrun was asked for {replicas}. Delete it (`nats kv "
-                f"rm {bucket}`), open the backend with replicas={config.num_replicas}, or use "
-                "another namespace."
+                f"the {what} bucket {bucket!r} at {conn.url} exists with settings riverrun "
+                f"cannot use: {'; '.join(differences)}. Delete it (`nats kv rm {bucket}`, "
+                "losing its data), or use another namespace (or other replicas)."
             )
         return kv
 
@@ -103,21 +120,28 @@ class JetStreamRunStore:
     ) -> list[WorkflowRun]:
         """Records matching the filters, oldest ``created_at`` first (a full scan)."""
         found: list[WorkflowRun] = []
-        with translate_errors(self._conn.url, "list run records"):
-            watcher = await self._runs.watchall(ignore_deletes=True)
-            try:
-                async for entry in watcher:
-                    if entry is None:  # every key's current value has been delivered
-                        break
-                    if entry.value is None or entry.operation is not None:
-                        continue
-                    run = self._decode(entry.value, WorkflowRun, f"run record {entry.key}")
-                    if (workflow_id is None or run.workflow_id == workflow_id) and (
-                        status is None or run.status == status
-                    ):
-                        found.append(run)
-            finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]
+        # The bucket keeps one message per key (history 1), so paging through every message
+        # of the bucket's stream with batch direct gets visits each key's current value once.
+        # (The KV watcher is avoided: its "initial values done" marker can race deliveries.)
+        stream, filter_subject = f"KV_{self._names.runs_bucket}", f"$KV.{self._names.runs_bucket}.>"
+        start = 1
+        while True:
+            with translate_errors(self._conn.url, "list run records"):
+                msgs, pending = await self._conn.direct_batch(
+                    stream, filter_subject, start_seq=start, batch=_LIST_BATCH
+                )
+            for msg in msgs:
+                headers = msg.headers or {}
+                if "KV-Operation" in headers or not msg.data:
+                    continue  # a delete or purge marker
+                run = self._decode(msg.data, WorkflowRun, f"run record {msg.subject}")
+                if (workflow_id is None or run.workflow_id == workflow_id) and (
+                    status is None or run.status == status
+                ):
+                    found.append(run)
+            if not msgs or pending == 0:
+                break
+            start = int(headers["Nats-Sequence"]) + 1
         return sorted(found, key=lambda run: run.created_at)
 
     # -- chain heads -----------------------------------------------------------------------
