@@ -133,8 +133,10 @@ class WorkflowMachine:
     lookup: Lookup
     check_serializable: Callable[[object, str], None]
     limits: HistoryLimits = attrs.field(factory=HistoryLimits)
-    #: hook for riverrun.testing: returns a reason to continue as new at this command
+    #: hook for riverrun.testing: asked at every live command; a reason it returns makes
+    #: ``info().continue_as_new_suggested`` true for the rest of the run
     force_continue: Callable[[WorkflowMachine], str | None] | None = None
+    forced_reason: str | None = None
 
     definition: WorkflowDefinition | None = None
     args: tuple[Any, ...] = ()
@@ -178,6 +180,8 @@ class WorkflowMachine:
         )
 
     def limit_reason(self) -> str | None:
+        if self.forced_reason is not None:
+            return self.forced_reason
         if self.history_length >= self.limits.max_events:
             return f"history has {self.history_length} events (limit {self.limits.max_events})"
         if self.history_bytes >= self.limits.max_bytes:
@@ -397,13 +401,12 @@ class WorkflowMachine:
         if self.cancel_requested and not self._cancel_delivered:
             self._cancel_delivered = True
             return None, CancellationError("workflow cancelled")
-        if not self.replaying:
-            reason = self.force_continue(self) if self.force_continue else None
-            if reason is None and self.definition and self.definition.auto_continue_as_new:
-                limit = self.limit_reason()
-                reason = f"automatic: {limit}" if limit else None
-            if reason is not None:
-                self._auto_continue(reason)
+        if self.force_continue is not None and self.forced_reason is None:
+            self.forced_reason = self.force_continue(self)
+        if not self.replaying and self.definition and self.definition.auto_continue_as_new:
+            limit = self.limit_reason()
+            if limit is not None:
+                self._auto_continue(f"automatic: {limit}")
                 return None
         if isinstance(command, WaitSignal):
             payload = self._take_signal(command.name)

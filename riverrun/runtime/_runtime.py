@@ -122,7 +122,7 @@ class Runtime:
         workflows = list(workflows)
 
         def factory(codec: Codec) -> contextlib.AbstractAsyncContextManager[Backend]:
-            return open_jetstream_backend(  # type: ignore[no-any-return]
+            return open_jetstream_backend(
                 servers,
                 namespace=namespace,
                 codec=codec,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import anyio
@@ -19,6 +20,7 @@ from riverrun import (
     workflow,
 )
 from riverrun.runtime._payloads import PayloadRef
+from riverrun.testing import wait_until
 
 from . import workflows as wf
 from .conftest import RuntimeFactory
@@ -40,7 +42,7 @@ async def test_batch_processor_chain_links_statuses_and_result(
     assert handle.first_run_id == chain[0].run_id
     assert chain[0].continued_from_run_id is None
     assert chain[-1].continued_to_run_id is None
-    for earlier, later in zip(chain, chain[1:], strict=False):
+    for earlier, later in itertools.pairwise(chain):
         assert later.run_id == earlier.continued_to_run_id
         assert earlier.run_id == later.continued_from_run_id
     assert len({run.run_id for run in chain}) == 11
@@ -214,9 +216,10 @@ async def test_cancel_with_an_old_run_id_reaches_the_current_run(
         handle = await rt.client.start(wf.signal_collector, 100, [])
         for i in range(7):
             await handle.signal("item", i)
-        with anyio.fail_after(30):
-            while len(await rt.client.get_workflow_chain(handle.first_run_id)) < 3:
-                await anyio.sleep(0.01)
+        async def three_runs() -> bool:
+            return len(await rt.client.get_workflow_chain(handle.first_run_id)) >= 3
+
+        await wait_until(three_runs)
         assert await rt.client.cancel(handle.first_run_id)
         with pytest.raises(CancellationError):
             await handle.result(timeout=30)

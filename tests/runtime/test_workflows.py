@@ -24,6 +24,7 @@ from riverrun import (
     wait_for_signal,
     workflow,
 )
+from riverrun.testing import wait_until
 
 from . import workflows as wf
 from .conftest import RuntimeFactory
@@ -207,9 +208,10 @@ async def test_restart_replays_without_rerunning_steps(
     key = namespace
     async with Runtime.connect(nats_server.url, workflows=[replayed], namespace=namespace) as rt:
         handle = await rt.client.start(replayed, key, workflow_id="r1")
-        with anyio.fail_after(30):
-            while len(await handle.events()) < 2:
-                await anyio.sleep(0.01)
+        async def two_events() -> bool:
+            return len(await handle.events()) >= 2
+
+        await wait_until(two_events)
     # a new runtime (a new worker) picks the workflow up from its history
     async with Runtime.connect(nats_server.url, workflows=[replayed], namespace=namespace) as rt:
         handle = rt.client.get_handle("r1")
@@ -242,15 +244,19 @@ async def test_non_determinism_parks_the_run_and_keeps_history(
 
     async with Runtime.connect(nats_server.url, workflows=[nondet_v1], namespace=namespace) as rt:
         handle = await rt.client.start(nondet_v1, namespace, workflow_id="nd")
-        with anyio.fail_after(30):
-            while len(await handle.events()) < 2:
-                await anyio.sleep(0.01)
+        async def two_events() -> bool:
+            return len(await handle.events()) >= 2
+
+        await wait_until(two_events)
         before = await handle.events()
     async with Runtime.connect(nats_server.url, workflows=[nondet_v2], namespace=namespace) as rt:
         assert rt.worker is not None
-        with anyio.fail_after(30):
-            while "nd" not in rt.worker.parked:
-                await anyio.sleep(0.01)
+        worker = rt.worker
+
+        async def parked() -> bool:
+            return "nd" in worker.parked
+
+        await wait_until(parked)
         message = rt.worker.parked["nd"]
         assert "position 1" in message and "'counted'" in message and "'other_step'" in message
         handle = rt.client.get_handle("nd")
