@@ -1,0 +1,188 @@
+"""Child workflows, parent-close policies and cancellation, on memory and JetStream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from riverrun import (
+    CancellationError,
+    EventType,
+    ParentClosePolicy,
+    RunStatus,
+    continue_as_new,
+    execute_child,
+    start_child,
+    step,
+    wait_for_signal,
+    workflow,
+)
+from riverrun.testing import wait_until
+
+from .conftest import RuntimeFactory
+
+pytestmark = pytest.mark.anyio
+
+
+@step()
+async def double(x: int) -> int:
+    return 2 * x
+
+
+@workflow()
+async def child(x: int) -> int:
+    return await double(x)
+
+
+@workflow()
+async def chained_child(x: int, rounds: int) -> int:
+    x = await double(x)
+    if rounds > 1:
+        continue_as_new(x, rounds - 1)
+    return x
+
+
+@workflow()
+async def parent(x: int) -> list[int]:
+    a = await execute_child(child, x, workflow_id=f"{x}-child-a")
+    b = await execute_child(chained_child, x, 3, workflow_id=f"{x}-child-b")
+    return [a, b]
+
+
+@workflow()
+async def forever(tag: str) -> None:
+    await wait_for_signal("never")
+
+
+@workflow()
+async def middle(tag: str) -> None:
+    await start_child(forever, tag, workflow_id=f"{tag}-grandchild")
+    await wait_for_signal("never")
+
+
+@workflow()
+async def continuing_parent(tag: str, round_: int, policy: str) -> str:
+    if round_ == 0:
+        await start_child(
+            middle, tag, workflow_id=f"{tag}-child", parent_close_policy=ParentClosePolicy(policy)
+        )
+        await wait_for_signal("go")
+        continue_as_new(tag, 1, policy)
+    return "done"
+
+
+@workflow()
+async def waiting_parent(tag: str) -> None:
+    await start_child(middle, tag, workflow_id=f"{tag}-child")
+    await wait_for_signal("never")
+
+
+async def test_execute_child_and_a_child_that_continues_as_new(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[parent, child, chained_child]) as rt:
+        handle = await rt.client.start(parent, 5, workflow_id="p5")
+        assert [10, 40] == await handle.result(timeout=30)
+        b_chain = await rt.client.list_runs(workflow_id="5-child-b")
+        types = [e.type for e in await handle.events()]
+    assert 3 == len(b_chain)
+    assert {"p5"} == {r.parent_workflow_id for r in b_chain}
+    assert 2 == types.count(EventType.CHILD_STARTED)
+    assert 2 == types.count(EventType.CHILD_COMPLETED)
+    assert EventType.CHILD_FAILED not in types
+
+
+async def status_of(rt: Any, workflow_id: str) -> RunStatus:
+    return (await rt.client.get_handle(workflow_id).describe()).status
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("cancel", RunStatus.CANCELLED), ("abandon", RunStatus.RUNNING)],
+)
+async def test_continue_as_new_closes_children_per_policy(
+    make_runtime: RuntimeFactory, policy: str, expected: RunStatus
+) -> None:
+    tag = f"can-{policy}"
+    async with make_runtime(workflows=[continuing_parent, middle, forever]) as rt:
+        handle = await rt.client.start(continuing_parent, tag, 0, policy, workflow_id=tag)
+
+        async def grandchild_started() -> bool:
+            return bool(await rt.client.list_runs(workflow_id=f"{tag}-grandchild"))
+
+        await wait_until(grandchild_started)
+        await handle.signal("go")
+        assert "done" == await handle.result(timeout=30)
+
+        async def settled() -> bool:
+            return expected == await status_of(rt, f"{tag}-grandchild")
+
+        await wait_until(settled)
+        assert expected == await status_of(rt, f"{tag}-child")
+
+
+async def test_cancelling_a_parent_reaches_every_descendant(make_runtime: RuntimeFactory) -> None:
+    tag = "cancel-tree"
+    async with make_runtime(workflows=[waiting_parent, middle, forever]) as rt:
+        handle = await rt.client.start(waiting_parent, tag, workflow_id=tag)
+
+        async def grandchild_started() -> bool:
+            return bool(await rt.client.list_runs(workflow_id=f"{tag}-grandchild"))
+
+        await wait_until(grandchild_started)
+        assert await handle.cancel()
+        with pytest.raises(CancellationError):
+            await handle.result(timeout=30)
+        for workflow_id in (f"{tag}-child", f"{tag}-grandchild"):
+            with pytest.raises(CancellationError):
+                await rt.client.get_handle(workflow_id).result(timeout=30)
+        events = await handle.events()
+    assert EventType.CANCELLATION_REQUESTED in [e.type for e in events]
+    assert EventType.WORKFLOW_CANCELLED == events[-1].type
+
+
+@step()
+async def slow_step(seconds: float) -> str:
+    await anyio.sleep(seconds)
+    return "finished"
+
+
+@step()
+async def cleanup(tag: str) -> str:
+    return f"cleaned {tag}"
+
+
+@workflow()
+async def cancellable(tag: str) -> str:
+    try:
+        await slow_step(60)
+    except CancellationError:
+        await cleanup(tag)  # cleanup still runs steps after the cancellation arrived
+        raise
+    return "not cancelled"
+
+
+async def test_cancel_interrupts_a_step_in_flight_and_cleanup_runs(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[cancellable]) as rt:
+        handle = await rt.client.start(cancellable, "t", workflow_id="slow")
+        await anyio.sleep(0.3)  # let the step start; the cancel must interrupt it
+        with anyio.fail_after(20):  # far below the step's 60 s
+            assert await handle.cancel()
+            with pytest.raises(CancellationError):
+                await handle.result()
+        run = await handle.describe()
+        events = await handle.events()
+        assert not await handle.cancel()  # already ended
+    assert RunStatus.CANCELLED == run.status
+    types = [e.type for e in events]
+    assert [
+        EventType.WORKFLOW_STARTED,
+        EventType.CANCELLATION_REQUESTED,
+        EventType.STEP_COMPLETED,
+        EventType.WORKFLOW_CANCELLED,
+    ] == types
+    assert "cleaned t" == events[2].data["result"]
