@@ -18,6 +18,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._errors import RuntimeClosed
+from ..actors import ActorSystem
 from ..persistence import Backend, Clock
 from ..persistence._codec import Codec
 from ._client import Client
@@ -203,10 +204,12 @@ class Runtime:
             )
             self._client = Client(self._services)
             if self._run_worker:
+                # the actor system outlives the routing task: exits run in reverse order
+                system = await stack.enter_async_context(ActorSystem(grace=2.0))
                 tg: TaskGroup = await stack.enter_async_context(anyio.create_task_group())
                 stack.callback(tg.cancel_scope.cancel)
                 self._worker = Worker(self._services)
-                await tg.start(self._worker.run)
+                await tg.start(self._worker.run, system)
         except BaseException:
             await stack.aclose()
             self._state = "closed"

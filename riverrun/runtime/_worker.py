@@ -1,26 +1,36 @@
-"""The worker: hosts workflow instances, routes inbox messages to them, supervises them.
+"""The worker: a supervisor actor hosting one actor per active workflow id.
 
 Design note. One shared inbox subscription per worker (``Inbox.watch``), never one consumer
-per workflow: the worker routes each message to the instance hosting that workflow id,
-spawning (rehydrating) it if it is not in memory. An instance that fails with an
-infrastructure error (the store unreachable, a timeout) is restarted from its history with
-exponential backoff; a workflow's own exception is recorded by the instance as
-``workflow.failed`` and never reaches here. ``NonDeterminismError`` parks the workflow: it is
-logged and left untouched until the worker is restarted with code that matches the history.
+per workflow: the worker routes each message to the actor hosting that workflow id,
+spawning (rehydrating) it when it is not in memory. A ``WorkflowActor`` runs its
+``WorkflowInstance`` as a task it owns; an infrastructure fault (the store unreachable, a
+timeout) fails the actor and the worker's one-for-one strategy restarts it, with exponential
+backoff, from its history. A workflow's own exception never gets here: the instance records
+it as ``workflow.failed``. ``NonDeterminismError`` parks the workflow (logged, history
+untouched) until the worker runs code that matches it. An actor whose chain ended, or that
+sat idle past ``passivate_after``, stops; the next message for it spawns a fresh one.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import attrs
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 
-from .._errors import ConcurrencyConflict, NonDeterminismError
+from .._errors import ActorStopped, ConcurrencyConflict, MailboxFull, NonDeterminismError
+from ..actors import (
+    Actor,
+    ActorContext,
+    ActorRef,
+    ActorSystem,
+    Backoff,
+    SupervisorStrategy,
+    Terminated,
+)
 from ..persistence import InboxMessage, RunStatus
 from ._instance import WorkflowInstance
 from ._services import Services
@@ -39,25 +49,75 @@ class WorkerStatistics:
     parked: int
 
 
+class WorkflowActor(Actor):
+    """Hosts one workflow id: each incarnation replays the chain's current run."""
+
+    def __init__(self, worker: Worker, workflow_id: str) -> None:
+        self.worker = worker
+        self.instance = WorkflowInstance(worker.services, workflow_id)
+
+    async def on_start(self, ctx: ActorContext) -> None:
+        if ctx.restarts:
+            self.worker._restarts += 1
+        ctx.start_soon(self._host, ctx)
+
+    async def _host(self, ctx: ActorContext) -> None:
+        instance = self.instance
+        try:
+            await instance.run()
+        except NonDeterminismError as err:
+            log.error("workflow %s parked: %s", instance.workflow_id, err)
+            self.worker._parked[instance.workflow_id] = str(err)
+        except ConcurrencyConflict as err:
+            log.warning("workflow %s: another worker owns it now: %s", instance.workflow_id, err)
+        else:
+            if not instance.finished:
+                self.worker._passivated += 1
+        ctx.stop()
+
+    async def receive(self, ctx: ActorContext, message: object) -> object:
+        if isinstance(message, InboxMessage) or message is None:
+            self.instance.notify(message)
+        return None
+
+
+class WorkerActor(Actor):
+    """Supervises the workflow actors; learns of their ends through watch."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def on_start(self, ctx: ActorContext) -> None:
+        self.worker._ctx = ctx
+        self.worker._ready.set()
+
+    async def receive(self, ctx: ActorContext, message: object) -> object:
+        if isinstance(message, Terminated):
+            self.worker._ended(message.ref)
+        return None
+
+
 class Worker:
     """Hosts every workflow of one namespace that this process runs."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self._instances: dict[str, WorkflowInstance] = {}
+        self._refs: dict[str, ActorRef] = {}
+        self._by_ref: dict[ActorRef, str] = {}
         self._rerun: set[str] = set()
         self._parked: dict[str, str] = {}
-        self._tg: TaskGroup | None = None
+        self._ctx: ActorContext | None = None
+        self._ready = anyio.Event()
         self._started = 0
         self._restarts = 0
         self._passivated = 0
 
     def __repr__(self) -> str:
-        return f"<Worker active={len(self._instances)} parked={len(self._parked)}>"
+        return f"<Worker active={len(self._refs)} parked={len(self._parked)}>"
 
     def statistics(self) -> WorkerStatistics:
         return WorkerStatistics(
-            active=len(self._instances),
+            active=len(self._refs),
             started=self._started,
             restarts=self._restarts,
             passivated=self._passivated,
@@ -69,81 +129,70 @@ class Worker:
         """Workflow ids parked on non-determinism, with the error message."""
         return dict(self._parked)
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        inbox = self.services.backend.inbox
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            async with inbox.watch() as messages:
-                await self._recover()
-                task_status.started()
-                await self._route(messages)
+    def strategy(self) -> SupervisorStrategy:
+        options = self.services.options
+        return SupervisorStrategy.one_for_one(
+            # infrastructure faults (NATS restarting) may last a while: keep restarting with
+            # backoff rather than escalating and taking every other workflow down too
+            max_restarts=1_000,
+            within=60.0,
+            backoff=Backoff(base=options.restart_backoff, maximum=options.restart_backoff_max),
+        )
+
+    async def run(
+        self, system: ActorSystem, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        await system.spawn(
+            lambda: WorkerActor(self), name="worker", supervisor=self.strategy(), grace=5.0
+        )
+        await self._ready.wait()
+        async with self.services.backend.inbox.watch() as messages:
+            await self._recover()
+            task_status.started()
+            await self._route(messages)
 
     async def _route(self, messages: AsyncIterator[InboxMessage]) -> None:
         async for message in messages:
-            self.deliver(message.workflow_id, message)
+            await self.deliver(message.workflow_id, message)
 
     async def _recover(self) -> None:
         """Resume every running workflow in the namespace (after a crash or a restart)."""
         for run in await self.services.backend.runs.list_runs(status=RunStatus.RUNNING):
-            self.deliver(run.workflow_id, None)
+            await self.deliver(run.workflow_id, None)
 
-    def deliver(self, workflow_id: str, message: InboxMessage | None) -> None:
+    async def deliver(self, workflow_id: str, message: InboxMessage | None) -> None:
         if workflow_id in self._parked:
             return
-        instance = self._instances.get(workflow_id)
-        if instance is not None:
-            if instance.finished:
+        ref = self._refs.get(workflow_id)
+        if ref is not None:
+            try:
+                ref.tell_nowait(message)
+            except MailboxFull:
+                pass  # a notification is a hint; the queued ones make the instance read
+            except ActorStopped:
                 self._rerun.add(workflow_id)
-            instance.notify(message)
             return
-        assert self._tg is not None
-        instance = WorkflowInstance(self.services, workflow_id)
-        self._instances[workflow_id] = instance
+        ctx = self._ctx
+        assert ctx is not None
+        ref = await ctx.spawn(
+            lambda: WorkflowActor(self, workflow_id),
+            name=f"wf:{workflow_id.replace('/', '%2F')}",
+            mailbox_size=64,
+        )
+        ctx.watch(ref)
+        self._refs[workflow_id] = ref
+        self._by_ref[ref] = workflow_id
         self._started += 1
-        self._tg.start_soon(self._supervise, instance, name=f"riverrun workflow {workflow_id}")
 
-    async def _supervise(self, instance: WorkflowInstance) -> None:
-        workflow_id = instance.workflow_id
-        options = self.services.options
-        delay = options.restart_backoff
-        try:
-            while True:
-                try:
-                    await instance.run()
-                    if not instance.finished:
-                        self._passivated += 1
-                    return
-                except NonDeterminismError as err:
-                    log.error("workflow %s parked: %s", workflow_id, err)
-                    self._parked[workflow_id] = str(err)
-                    return
-                except ConcurrencyConflict as err:
-                    # another worker owns the workflow now (its append won the fence)
-                    log.warning("workflow %s: lost ownership: %s", workflow_id, err)
-                    return
-                except Exception as err:
-                    self._restarts += 1
-                    log.warning(
-                        "workflow %s crashed (%s: %s); restarting from its history in %.2fs",
-                        workflow_id,
-                        type(err).__name__,
-                        err,
-                        delay,
-                    )
-                    await anyio.sleep(delay * (0.5 + random.random() / 2))
-                    delay = min(delay * 2, options.restart_backoff_max)
-                    instance = WorkflowInstance(self.services, workflow_id)
-                    self._instances[workflow_id] = instance
-        finally:
-            if self._instances.get(workflow_id) is instance:
-                del self._instances[workflow_id]
-            if workflow_id in self._rerun:
-                self._rerun.discard(workflow_id)
-                self.deliver(workflow_id, None)
-
-    def cancel_all(self) -> None:
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+    def _ended(self, ref: ActorRef) -> None:
+        workflow_id = self._by_ref.pop(ref, None)
+        if workflow_id is None:
+            return
+        if self._refs.get(workflow_id) is ref:
+            del self._refs[workflow_id]
+        if workflow_id in self._rerun and self._ctx is not None:
+            self._rerun.discard(workflow_id)
+            self._ctx.start_soon(self.deliver, workflow_id, None)
 
     def instance(self, workflow_id: str) -> Any:
-        return self._instances.get(workflow_id)
+        return self._refs.get(workflow_id)
