@@ -10,6 +10,7 @@ reconnect buffer until its timeout (and then maybe being delivered later, unseen
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import deque
@@ -197,8 +198,18 @@ class JetStreamConnection:
         """Batch direct get: up to ``batch`` messages on ``subject`` from stream sequence
         ``start_seq`` on, and how many more there are after them (``Nats-Num-Pending``)."""
         self.check_connected(f"read {subject}")
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox)
+        out: list[Msg] = []
+        end: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+
+        # A callback, not next_msg(): next_msg costs a task, a uuid and a wait_for per message.
+        async def collect(msg: Msg) -> None:
+            headers = msg.headers
+            if headers is None or "Status" not in headers:
+                out.append(msg)
+            elif not end.done():
+                end.set_result(msg)
+
+        sub = await self.nc.subscribe(self.nc.new_inbox(), cb=collect)
         try:
             request = {
                 "seq": max(start_seq, 1),
@@ -207,25 +218,23 @@ class JetStreamConnection:
                 "max_bytes": max_bytes,
             }
             await self.nc.publish(
-                f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=inbox
+                f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=sub.subject
             )
-            out: list[Msg] = []
-            while True:
-                msg = await sub.next_msg(timeout=self.timeout)
-                headers = msg.headers or {}
-                status = headers.get("Status")
-                if status is None:
-                    out.append(msg)
-                    continue
-                if status == "204":  # end of batch
-                    return out, int(headers.get("Nats-Num-Pending", "0"))
-                if status == "404":  # nothing (more) on the subject
-                    return out, 0
-                if status == "408":  # batch request timed out server side
-                    raise nats.errors.TimeoutError
-                raise JsApiError(int(status), 0, str(headers.get("Description", "")))
+            try:
+                last = await asyncio.wait_for(end, self.timeout)
+            except TimeoutError:
+                raise nats.errors.TimeoutError from None
         finally:
             await sub.unsubscribe()
+        headers = last.headers or {}
+        status = headers.get("Status")
+        if status == "204":  # end of batch
+            return out, int(headers.get("Nats-Num-Pending", "0"))
+        if status == "404":  # nothing (more) on the subject
+            return out, 0
+        if status == "408":  # the batch request timed out server side
+            raise nats.errors.TimeoutError
+        raise JsApiError(int(status or 0), 0, str(headers.get("Description", "")))
 
     async def purge(
         self, stream: str, *, subject: str, keep: int | None = None, seq: int | None = None
