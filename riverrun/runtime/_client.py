@@ -231,6 +231,11 @@ class WorkflowHandle:
         first = await self._first_run_id()
         poll = _POLL_MIN
         run_id = first
+        started_here = services._done.get(self.workflow_id)
+        if started_here is not None:
+            # started through this runtime, whose worker announces the chain's end: wait for
+            # that before reading the store at all
+            await started_here.wait()
         while True:
             done = services.done_event(self.workflow_id)
             head = await runs.get_head(self.workflow_id)

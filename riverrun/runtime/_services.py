@@ -63,19 +63,13 @@ class Services:
         """
         validate_workflow_id(workflow_id)
         runs = self.backend.runs
-        head = await runs.get_head(workflow_id)
-        if head is not None:
-            if idempotent_run_id is not None and head.value.first_run_id == idempotent_run_id:
+        head = None
+        if idempotent_run_id is not None:
+            head = await runs.get_head(workflow_id)
+            if head is not None and head.value.first_run_id == idempotent_run_id:
                 return idempotent_run_id  # a child start redone after a crash
-            current = await runs.get_run(head.value.current_run_id)
-            if current is None or not current.value.status.is_terminal or (
-                current.value.status == RunStatus.CONTINUED_AS_NEW
-            ):
-                raise WorkflowAlreadyRunning(
-                    f"workflow {workflow_id!r} is already running (run "
-                    f"{head.value.current_run_id}); use client.get_handle({workflow_id!r}) to "
-                    "reach it, or pick another workflow_id"
-                )
+            if head is not None:
+                await self._check_not_running(workflow_id, head.value.current_run_id)
         run_id = idempotent_run_id or uuid.uuid4().hex
         data = {
             "workflow_name": workflow_name,
@@ -118,16 +112,54 @@ class Services:
             current_run_id=run_id,
         )
         try:
-            await runs.put_head(new_head, expected_revision=head.revision if head else None)
-        except ConcurrencyConflict:
-            await self.backend.events.delete(key)
-            await runs.delete_run(run_id)
-            raise WorkflowAlreadyRunning(
-                f"workflow {workflow_id!r} was started concurrently by another client"
-            ) from None
-        self._done.pop(workflow_id, None)
+            await self._commit_head(new_head, head.revision if head else None)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.backend.events.delete(key)
+                await runs.delete_run(run_id)
+            raise
+        if self.local_worker and workflow_name in self.registry:
+            self._done[workflow_id] = anyio.Event()  # this worker will announce the end
         await self.backend.inbox.send(workflow_id, "start", {"run_id": run_id})
         return run_id
+
+    async def _commit_head(self, head: ChainHead, revision: int | None) -> None:
+        """Point the chain head at a new chain: the step that commits a start.
+
+        The common case, a new id, is one create. An existing head is replaced only when its
+        chain has ended; a start racing another for the same id loses here.
+        """
+        runs = self.backend.runs
+        try:
+            await runs.put_head(head, expected_revision=revision)
+            return
+        except ConcurrencyConflict:
+            if revision is not None:
+                raise self._already_running(head.workflow_id, "another client") from None
+        existing = await runs.get_head(head.workflow_id)
+        if existing is None:
+            raise self._already_running(head.workflow_id, "another client")
+        await self._check_not_running(head.workflow_id, existing.value.current_run_id)
+        try:
+            await runs.put_head(head, expected_revision=existing.revision)
+        except ConcurrencyConflict:
+            raise self._already_running(head.workflow_id, "another client") from None
+
+    async def _check_not_running(self, workflow_id: str, current_run_id: str) -> None:
+        current = await self.backend.runs.get_run(current_run_id)
+        if (
+            current is None
+            or not current.value.status.is_terminal
+            or current.value.status == RunStatus.CONTINUED_AS_NEW
+        ):
+            raise self._already_running(workflow_id, f"run {current_run_id}")
+
+    @staticmethod
+    def _already_running(workflow_id: str, holder: str) -> WorkflowAlreadyRunning:
+        return WorkflowAlreadyRunning(
+            f"workflow {workflow_id!r} is already running ({holder}); use "
+            f"client.get_handle({workflow_id!r}) to reach it, or pick another workflow_id"
+        )
 
     async def update_run(self, run_id: str, **changes: Any) -> None:
         runs = self.backend.runs

@@ -21,7 +21,13 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from .._errors import ActorStopped, ConcurrencyConflict, MailboxFull, NonDeterminismError
+from .._errors import (
+    ActorStopped,
+    ConcurrencyConflict,
+    MailboxFull,
+    NonDeterminismError,
+    WorkflowNotRegistered,
+)
 from ..actors import (
     Actor,
     ActorContext,
@@ -70,6 +76,9 @@ class WorkflowActor(Actor):
             self.worker._parked[instance.workflow_id] = str(err)
         except ConcurrencyConflict as err:
             log.warning("workflow %s: another worker owns it now: %s", instance.workflow_id, err)
+        except WorkflowNotRegistered as err:
+            # another worker of the namespace hosts this workflow; leave it alone
+            log.debug("workflow %s not hosted here: %s", instance.workflow_id, err)
         else:
             if not instance.finished:
                 self.worker._passivated += 1

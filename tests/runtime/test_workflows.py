@@ -272,3 +272,20 @@ def test_step_outside_workflow_runs_directly() -> None:
 def test_step_failed_carries_type_and_message() -> None:
     err = StepFailed("s", "MyError", "bad")
     assert str(err) == "step 's' failed: MyError: bad"
+
+
+async def test_a_worker_leaves_workflows_it_does_not_host(nats_server: Any, namespace: str) -> None:
+    from riverrun import Runtime
+
+    async with Runtime.connect(nats_server.url, workflows=[waits], namespace=namespace) as rt:
+        # started by name: this worker has no `replayed` workflow registered
+        handle = await rt.client.start("replayed", namespace, workflow_id="elsewhere")
+        with anyio.move_on_after(0.5):
+            await handle.result()
+        assert rt.worker is not None
+        assert 0 == rt.worker.statistics().restarts
+        assert {} == rt.worker.parked
+    async with Runtime.connect(nats_server.url, workflows=[replayed], namespace=namespace) as rt:
+        handle = rt.client.get_handle("elsewhere")
+        await handle.signal("next", "x")
+        assert [1, "x", 2] == await handle.result(timeout=30)
