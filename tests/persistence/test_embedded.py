@@ -1,6 +1,5 @@
 """The embedded nats-server: finding and checking the binary, lifecycle, kill and restart."""
 
-# ruff: noqa: SIM300 - house style: tests assert `expected == actual`
 from __future__ import annotations
 
 import socket
@@ -12,7 +11,7 @@ import nats
 import pytest
 
 from riverrun.persistence import EmbeddedNatsServer, NatsServerError, _embedded
-from riverrun.testing._nats import nats_server
+from riverrun.testing import nats_server as embedded_nats
 
 pytestmark = pytest.mark.anyio
 
@@ -68,7 +67,7 @@ def test_start_stop_with_a_temporary_data_dir(
 
 def test_a_given_data_dir_is_kept(tmp_path: Path) -> None:
     data_dir = tmp_path / "keep"
-    with nats_server(data_dir) as server:
+    with embedded_nats(data_dir) as server:
         assert data_dir == server.data_dir
     assert (data_dir / "jetstream").is_dir()
 
@@ -99,7 +98,7 @@ async def test_data_survives_kill_and_restart_on_the_same_port(
 
 
 async def test_async_context_manager_and_restart_of_a_running_server(tmp_path: Path) -> None:
-    async with nats_server(tmp_path / "d") as server:
+    async with embedded_nats(tmp_path / "d") as server:
         first = server.pid
         await server.arestart()
         assert server.running and first != server.pid

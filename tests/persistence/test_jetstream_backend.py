@@ -3,7 +3,6 @@ SIGKILLed and restarted between appends, an unreachable server, streams made by 
 with settings riverrun cannot use; plus large payloads, the shared inbox consumer and timers
 that fire across a server restart."""
 
-# ruff: noqa: SIM300 - house style: tests assert `expected == actual`
 from __future__ import annotations
 
 import socket

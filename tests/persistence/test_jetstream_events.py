@@ -1,7 +1,6 @@
 """The JetStream event log beyond the contract: fences between processes, the 10071 path of a
 retry whose ack was lost, truncation markers, subject escaping, corrupt messages."""
 
-# ruff: noqa: SIM300 - house style: tests assert `expected == actual`
 from __future__ import annotations
 
 import uuid
