@@ -128,8 +128,8 @@ async def main(tell_n: int, ask_n: int, rounds: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tell", type=int, default=200_000, help="messages per tell run")
-    parser.add_argument("--ask", type=int, default=50_000, help="round trips per ask run")
+    parser.add_argument("--tell", type=int, default=100_000, help="messages per tell run")
+    parser.add_argument("--ask", type=int, default=25_000, help="round trips per ask run")
     parser.add_argument("--rounds", type=int, default=3, help="runs per figure (best kept)")
     args = parser.parse_args()
     anyio.run(main, args.tell, args.ask, args.rounds)
