@@ -37,14 +37,25 @@ __all__ = ["cli"]
     metavar="SECONDS",
     help="How long to try reaching NATS before giving up (exit code 4).",
 )
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 5),
+    default=1,
+    show_default=True,
+    envvar="RIVERRUN_REPLICAS",
+    help="Replicas of the streams and buckets riverrun creates if missing: 3 on a cluster "
+    "(env RIVERRUN_REPLICAS).",
+)
 @click.version_option(package_name="riverrun", prog_name="riverrun")
 @click.pass_context
-def cli(ctx: click.Context, connect_timeout: float) -> None:
+def cli(ctx: click.Context, connect_timeout: float, replicas: int) -> None:
     """riverrun: durable, event-sourced workflows on NATS JetStream.
 
     New here? Run 'riverrun demo'.
     """
-    ctx.ensure_object(Settings).connect_timeout = connect_timeout
+    settings = ctx.ensure_object(Settings)
+    settings.connect_timeout = connect_timeout
+    settings.replicas = replicas
 
 
 for _command in (demo, dev, runs, start, worker):

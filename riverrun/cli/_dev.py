@@ -65,7 +65,7 @@ def check_port_free(host: str, port: int) -> None:
 )
 def dev(data_dir: Path, port: int, host: str, sync_interval: str) -> None:
     """Run a local nats-server with JetStream until Ctrl-C (data kept in --data-dir)."""
-    from riverrun.persistence._embedded import EmbeddedNatsServer
+    from riverrun.persistence import EmbeddedNatsServer
 
     if port:
         check_port_free(host, port)

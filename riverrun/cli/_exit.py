@@ -68,12 +68,16 @@ def fail(message: str, *, exit_code: ExitCode = ExitCode.FAILED) -> NoReturn:
 
 def unreachable_message(servers: list[str], cause: BaseException | str | None = None) -> str:
     """The one line shown when NATS cannot be reached, with what to do about it."""
-    where = ", ".join(servers)
-    detail = f" ({_first_line(cause)})" if cause else ""
-    return (
-        f"cannot reach NATS at {where}{detail}. Hint: start a local server with "
-        f"'riverrun dev', or point --servers / RIVERRUN_SERVERS at a running one."
+    hint = (
+        "Hint: start a local server with 'riverrun dev', or point --servers / "
+        "RIVERRUN_SERVERS at a running one."
     )
+    detail = _first_line(cause) if cause else ""
+    if "NATS" not in detail:  # the persistence layer's messages already name the server
+        where = ", ".join(servers) or "the NATS servers"
+        detail = f"cannot reach NATS at {where}" + (f" ({detail})" if detail else "")
+    detail = detail.rstrip(". ")
+    return f"{detail}{'' if detail.endswith(('?', '!')) else '.'} {hint}"
 
 
 def run_command(fn: Callable[[], Awaitable[T]], *, servers: list[str] | None = None) -> T:
@@ -117,6 +121,9 @@ def translate(error: BaseException, *, servers: list[str]) -> CliError | None:
         return CliError(_first_line(error), exit_code=ExitCode.FAILED)
     if isinstance(error, RiverrunError):
         return CliError(_first_line(error), exit_code=ExitCode.FAILED)
+    if isinstance(error, ValueError):
+        # the runtime validates what the user typed (a workflow id, a signal name, ...)
+        return CliError(_first_line(error), exit_code=ExitCode.USAGE)
     return None
 
 

@@ -1,4 +1,4 @@
-"""``riverrun runs ...``: list, show, chain, logs, cancel, signal, prune.
+"""``riverrun runs ...``: list, show, chain, logs, result, cancel, signal, prune.
 
 Every command that takes a run id also takes a workflow id (meaning the workflow's current
 run), because users copy whichever id they have at hand. Unknown ids exit with code 3.
@@ -15,6 +15,7 @@ from ._exit import CliError, ExitCode, fail, run_command
 from ._filters import EventFilter
 from ._format import (
     dumps_json,
+    format_duration,
     print_chain,
     print_events,
     print_run,
@@ -180,6 +181,43 @@ def logs(settings: Settings, run_id: str, filters: tuple[str, ...]) -> None:
 
 
 @runs.command()
+@click.argument("ident", metavar="WORKFLOW_OR_RUN_ID")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Give up waiting after this long (exit 1; the workflow keeps running).",
+)
+@json_option
+@connection_options(envvar=False)
+@pass_settings
+def result(settings: Settings, ident: str, timeout: float | None) -> None:
+    """Wait for a workflow's final result (following continue-as-new) and print it.
+
+    Exits 1 if the workflow failed or was cancelled.
+    """
+
+    async def go() -> None:
+        async with open_client(settings) as client:
+            run = await resolve_run(client, ident, settings)
+            handle = client.get_handle(run.workflow_id)
+            try:
+                value = await handle.result(timeout=timeout)
+            except TimeoutError:
+                fail(
+                    f"gave up waiting after {format_duration(timeout)}; {run.workflow_id} is "
+                    f"still running",
+                    exit_code=ExitCode.FAILED,
+                )
+        if settings.json:
+            click.echo(dumps_json({"workflow_id": run.workflow_id, "result": value}))
+        else:
+            click.echo(value if isinstance(value, str) else dumps_json(value))
+
+    run_command(go, servers=settings.servers)
+
+
+@runs.command()
 @click.argument("ident", metavar="RUN_OR_WORKFLOW_ID")
 @json_option
 @connection_options(envvar=False)
@@ -233,7 +271,10 @@ def signal(settings: Settings, ident: str, name: str, payload: str | None) -> No
 @runs.command()
 @click.argument("workflow_id", metavar="WORKFLOW_ID")
 @click.option(
-    "--keep-last", type=click.IntRange(min=0), metavar="N", help="Keep the N newest finished runs."
+    "--keep-last",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Keep the N most recent runs (the current run counts as one).",
 )
 @click.option(
     "--completed-before",

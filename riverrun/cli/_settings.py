@@ -8,6 +8,7 @@ both; the value given closest to the command wins, then the environment, then th
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -38,6 +39,9 @@ DEFAULT_CONNECT_TIMEOUT = 3.0
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# the persistence layer's rule for namespaces (they name streams and subjects)
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
 
 @attrs.define
 class Settings:
@@ -47,6 +51,8 @@ class Settings:
     namespace: str = DEFAULT_NAMESPACE
     json: bool = False
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    #: replicas of the streams and buckets riverrun creates if missing (3 on a cluster)
+    replicas: int = 1
 
     def console(self) -> Console:
         """A console for human output; wide and plain when stdout is not a terminal."""
@@ -65,10 +71,8 @@ def _set_servers(ctx: click.Context, _param: click.Parameter, value: str | None)
 
 def _set_namespace(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
     if value is not None:
-        if not value.strip() or any(c in value for c in " .*>\t"):
-            raise click.BadParameter(
-                f"{value!r}: a namespace is a non-empty name without spaces, '.', '*' or '>'"
-            )
+        if not _NAMESPACE.match(value):
+            raise click.BadParameter(f"{value!r}: a namespace is 1-64 letters, digits, '_' or '-'")
         ctx.ensure_object(Settings).namespace = value
 
 
@@ -129,5 +133,6 @@ async def open_client(settings: Settings) -> AsyncIterator[Client]:
         namespace=settings.namespace,
         worker=False,
         connect_timeout=settings.connect_timeout,
+        replicas=settings.replicas,
     ) as runtime:
         yield runtime.client

@@ -145,6 +145,7 @@ def worker(settings: Settings, target: str) -> None:
             namespace=settings.namespace,
             worker=True,
             connect_timeout=settings.connect_timeout,
+            replicas=settings.replicas,
         ) as runtime:
             click.echo(
                 f"riverrun worker: hosting {len(workflows)} workflow(s) [{names}] "

@@ -1,0 +1,3 @@
+"""A module that fails on import, for `riverrun worker` error tests."""
+
+raise RuntimeError("this module is broken on purpose")
