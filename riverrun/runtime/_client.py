@@ -191,6 +191,12 @@ class Client:
         if head is None:
             return None
         record = await runs.get_run(head.value.current_run_id)
+        # between a hand-over's record update and its head move, follow the link forward
+        while record is not None and record.value.continued_to_run_id:
+            following = await runs.get_run(record.value.continued_to_run_id)
+            if following is None:
+                break
+            record = following
         return record.value if record else None
 
     async def _public(self, run: WorkflowRun) -> WorkflowRun:

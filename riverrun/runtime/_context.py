@@ -58,6 +58,8 @@ class Scope(Protocol):
 
     def check_serializable(self, value: object, what: str) -> None: ...
 
+    def check_continuation(self, version: str | None) -> None: ...
+
 
 _scope: ContextVar[Scope | None] = ContextVar("riverrun_workflow_scope", default=None)
 
@@ -118,6 +120,7 @@ def _continue(version: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]
     scope = current_scope("continue_as_new()")
     if scope.cancel_requested:
         raise CancellationError("the workflow was cancelled; it cannot continue as new")
+    scope.check_continuation(version)
     scope.check_serializable({"args": args, "kwargs": kwargs}, "continue_as_new arguments")
     raise ContinueAsNew._create(args, kwargs, version=version)
 
@@ -126,11 +129,13 @@ def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
     """End this run and start a fresh run of the same workflow with these arguments.
 
     Never returns. The new run has an empty history whose first event carries the arguments;
-    signals not yet consumed and pending timers carry over. At least one argument is needed:
+    signals received and not yet consumed carry over, and so does the inbox position, so
+    nothing sent to the workflow id is lost or delivered twice. At least one argument is needed:
     riverrun does not reuse the current run's arguments implicitly.
 
     Raises:
         ValueError: no arguments were given.
+        WorkflowNotRegistered: (versioned) the target version is not registered.
         RuntimeError: called outside a workflow (``NotInWorkflowError``).
         CancellationError: the workflow has been asked to cancel.
     """

@@ -17,14 +17,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._errors import ConcurrencyConflict, NonDeterminismError
+from .._errors import (
+    ConcurrencyConflict,
+    NonDeterminismError,
+    WorkflowAlreadyRunning,
+    WorkflowNotRegistered,
+)
 from ..persistence import (
     Append,
     InboxMessage,
@@ -84,31 +91,64 @@ class WorkflowInstance:
             self._step_scope.cancel()  # steps in flight are cancelled cooperatively
 
     async def run(self) -> None:
-        """Host the chain: replay, drive, hand over, until the chain ends or goes idle."""
+        """Host the chain: replay, drive, hand over, until the chain ends or goes idle.
+
+        The run-store projection of each hand-over (records, head, truncation) is derived
+        from the log, so it runs as an ordered background job while the next run already
+        executes; the chain's final record update queues behind it.
+        """
         services = self.services
         head = await services.backend.runs.get_head(self.workflow_id)
         if head is None:
             self.finished = True
             return
-        run_id = head.value.current_run_id
+        send, receive = anyio.create_memory_object_stream[Callable[[], Awaitable[object]]](
+            math.inf
+        )
         try:
-            while True:
-                machine = await self._load(run_id)
-                outcome = machine.outcome
-                if outcome is None:
-                    await self._resume_pending(machine)
-                    outcome = await self._drive(machine)
-                if isinstance(outcome, ContinuedAsNew):
-                    if machine.last_event_type != EventType.WORKFLOW_CONTINUED_AS_NEW:
-                        await self._hand_over(machine, outcome)
-                    run_id = await self._complete_hand_over(machine, outcome)
-                    continue
-                if machine.last_event_type not in _TERMINAL_TYPES:
-                    await self._record_terminal(machine, outcome)
-                await self._complete_chain(machine, outcome)
-                self.finished = True
-                return
-        except Passivate:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_run_jobs, receive)
+                with send, contextlib.suppress(Passivate):
+                    await self._host(head.value.current_run_id, send)
+        except BaseExceptionGroup as group:
+            # the supervisor decides by exception type: hand it the error itself
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        # every queued projection is written once the task group has drained the jobs
+
+    async def _host(
+        self, run_id: str, jobs: MemoryObjectSendStream[Callable[[], Awaitable[object]]]
+    ) -> None:
+        machine = await self._load(run_id)
+        while True:
+            outcome = machine.outcome
+            if outcome is None:
+                await self._resume_pending(machine)
+                outcome = await self._drive(machine)
+            if isinstance(outcome, ContinuedAsNew):
+                old_run_id = machine.run_id
+                cursor = max(machine.inbox_cursor, self._skipped_to)
+                first = None
+                if machine.last_event_type != EventType.WORKFLOW_CONTINUED_AS_NEW:
+                    first = await self._hand_over(machine, outcome)
+                await jobs.send(
+                    functools.partial(self._complete_hand_over, machine, old_run_id, cursor)
+                )
+                new_run_id = next_run_id(old_run_id)
+                if first is None:
+                    machine = await self._load(new_run_id)
+                else:
+                    machine = self._new_machine(new_run_id)
+                    machine.apply(first)  # the event we just wrote: no need to read it back
+                continue
+            if machine.last_event_type not in _TERMINAL_TYPES:
+                await self._record_terminal(machine, outcome)
+            cursor = max(machine.inbox_cursor, self._skipped_to)
+            await jobs.send(
+                functools.partial(self._complete_chain, machine, outcome, machine.run_id, cursor)
+            )
+            self.finished = True
             return
 
     # -- loading and replaying ------------------------------------------------------------
@@ -207,6 +247,10 @@ class WorkflowInstance:
     async def _drive(self, machine: WorkflowMachine) -> Outcome:
         while True:
             await self._consume_inbox(machine)
+            while machine.retired_timers:
+                await self.services.backend.inbox.cancel_schedule(
+                    self.workflow_id, machine.retired_timers.pop()
+                )
             if machine.outcome is not None:
                 return machine.outcome
             command = machine.pending
@@ -379,18 +423,20 @@ class WorkflowInstance:
 
     async def _start_child(self, machine: WorkflowMachine, command: StartChild) -> None:
         assert self.key is not None
-        first_run_id = await self.services.start_chain(
-            command.workflow_name,
-            command.args,
-            command.kwargs,
-            workflow_id=command.workflow_id,
-            parent={
-                "workflow_id": self.workflow_id,
-                "run_id": self.key.run_id,
-                "position": command.position,
-            },
-            idempotent_run_id=uuid.uuid5(_RUN_NAMESPACE, f"{self.key.run_id}/child/{command.position}").hex,
-        )
+        try:
+            first_run_id = await self._start_child_chain(command)
+        except (WorkflowAlreadyRunning, WorkflowNotRegistered) as err:
+            await self._record(
+                machine,
+                EventType.CHILD_STARTED,
+                {
+                    "position": command.position,
+                    "child_workflow_id": command.workflow_id,
+                    "error_type": type(err).__name__,
+                    "message": str(err),
+                },
+            )
+            return
         await self._record(
             machine,
             EventType.CHILD_STARTED,
@@ -401,6 +447,23 @@ class WorkflowInstance:
                 "workflow_name": command.workflow_name,
                 "parent_close_policy": command.parent_close_policy.value,
             },
+        )
+
+    async def _start_child_chain(self, command: StartChild) -> str:
+        assert self.key is not None
+        return await self.services.start_chain(
+            command.workflow_name,
+            command.args,
+            command.kwargs,
+            workflow_id=command.workflow_id,
+            parent={
+                "workflow_id": self.workflow_id,
+                "run_id": self.key.run_id,
+                "position": command.position,
+            },
+            idempotent_run_id=uuid.uuid5(
+                _RUN_NAMESPACE, f"{self.key.run_id}/child/{command.position}"
+            ).hex,
         )
 
     # -- endings ---------------------------------------------------------------------------
@@ -419,8 +482,14 @@ class WorkflowInstance:
         elif isinstance(outcome, Cancelled):
             await self._record(machine, EventType.WORKFLOW_CANCELLED, {"message": outcome.message})
 
-    async def _hand_over(self, machine: WorkflowMachine, outcome: ContinuedAsNew) -> None:
-        """Write the old run's terminal event and the new run's first event atomically."""
+    async def _hand_over(
+        self, machine: WorkflowMachine, outcome: ContinuedAsNew
+    ) -> StoredEvent | None:
+        """Write the old run's terminal event and the new run's first event atomically.
+
+        Returns the new run's first event as the new machine should see it (values, not
+        claim-check references), or None if an earlier attempt wrote the pair.
+        """
         services = self.services
         assert self.key is not None and machine.definition is not None
         old_key = self.key
@@ -443,6 +512,7 @@ class WorkflowInstance:
                 "version": version,
             },
         )
+        pending_signals = machine.pending_signals()
         first = NewEvent(
             type=EventType.WORKFLOW_STARTED.value,
             timestamp=now,
@@ -455,10 +525,11 @@ class WorkflowInstance:
                 "continued_from_run_id": old_key.run_id,
                 "parent": machine.parent,
                 "inbox_cursor": max(machine.inbox_cursor, self._skipped_to),
-                "pending_signals": await payloads.pack_signals(machine.pending_signals()),
+                "pending_signals": await payloads.pack_signals(pending_signals),
             },
         )
         sequence = machine.last_sequence + 1
+        new_key = RunKey(workflow_id=self.workflow_id, run_id=new_run_id)
         try:
             await services.backend.events.append_atomic(
                 [
@@ -469,7 +540,7 @@ class WorkflowInstance:
                         idempotency_id=f"{old_key.run_id}:{sequence}",
                     ),
                     Append(
-                        key=RunKey(workflow_id=self.workflow_id, run_id=new_run_id),
+                        key=new_key,
                         event=first,
                         expected_last=0,
                         idempotency_id=f"{new_run_id}:1",
@@ -481,9 +552,26 @@ class WorkflowInstance:
             last = await services.backend.events.read(old_key, after=machine.last_sequence)
             if not last or last[-1].data.get("new_run_id") != new_run_id:
                 raise
+            return None
         machine.last_event_type = EventType.WORKFLOW_CONTINUED_AS_NEW.value
+        live = {
+            **first.data,
+            "args": carried["args"],
+            "kwargs": carried["kwargs"],
+            "pending_signals": [list(sig) for sig in pending_signals],
+        }
+        return StoredEvent(
+            key=new_key,
+            sequence=1,
+            type=first.type,
+            timestamp=now,
+            data=live,
+            size=len(services.codec.dumps(first.data, what="event data")),
+        )
 
-    async def _complete_hand_over(self, machine: WorkflowMachine, outcome: ContinuedAsNew) -> str:
+    async def _complete_hand_over(
+        self, machine: WorkflowMachine, old_run_id: str, cursor: int
+    ) -> str:
         """Project a written hand-over into the run store; idempotent. Returns the new run.
 
         The writes are independent of each other, so they run concurrently: a hand-over
@@ -491,8 +579,7 @@ class WorkflowInstance:
         """
         services = self.services
         runs = services.backend.runs
-        assert self.key is not None and machine.definition is not None
-        old_run_id = self.key.run_id
+        assert machine.definition is not None
         new_run_id = next_run_id(old_run_id)
         now = services.clock.now()
         parent = machine.parent or {}
@@ -513,23 +600,28 @@ class WorkflowInstance:
                 await runs.put_run(created, expected_revision=None)
 
         async def purge_inbox() -> None:
-            cursor = max(machine.inbox_cursor, self._skipped_to)
             if cursor:
                 await services.backend.inbox.purge(self.workflow_id, up_to=cursor)
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(create_new_run)
-            tg.start_soon(self._close_children, machine)
-            tg.start_soon(
-                functools.partial(
-                    services.update_run,
-                    old_run_id,
-                    status=RunStatus.CONTINUED_AS_NEW,
-                    continued_to_run_id=new_run_id,
-                    completed_at=now,
+        async def link_records() -> None:
+            # Both records first, the head last: a crash in between leaves the head on the
+            # old run, whose terminal event makes the next instance redo all of this.
+            async with anyio.create_task_group() as records:
+                records.start_soon(create_new_run)
+                records.start_soon(
+                    functools.partial(
+                        services.update_run,
+                        old_run_id,
+                        status=RunStatus.CONTINUED_AS_NEW,
+                        continued_to_run_id=new_run_id,
+                        completed_at=now,
+                    )
                 )
-            )
-            tg.start_soon(services.move_head, self.workflow_id, new_run_id)
+            await services.move_head(self.workflow_id, new_run_id)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(link_records)
+            tg.start_soon(self._close_children, machine)
             tg.start_soon(services.apply_retention, self.workflow_id, old_run_id)
             tg.start_soon(purge_inbox)
         return new_run_id
@@ -544,9 +636,10 @@ class WorkflowInstance:
                     idempotency_id=f"close:{machine.run_id}:{child_id}",
                 )
 
-    async def _complete_chain(self, machine: WorkflowMachine, outcome: Outcome) -> None:
+    async def _complete_chain(
+        self, machine: WorkflowMachine, outcome: Outcome, run_id: str, cursor: int
+    ) -> None:
         services = self.services
-        assert self.key is not None
         now = services.clock.now()
         await self._close_children(machine)
         if isinstance(outcome, Completed):
@@ -558,7 +651,7 @@ class WorkflowInstance:
             status, result, error = RunStatus.FAILED, None, f"{outcome.error_type}: {outcome.message}"
         packed_result = await services.payloads.pack(result, "workflow result")
         await services.update_run(
-            self.key.run_id, status=status, result=packed_result, error=error, completed_at=now
+            run_id, status=status, result=packed_result, error=error, completed_at=now
         )
         parent = machine.parent
         if parent:
@@ -571,9 +664,8 @@ class WorkflowInstance:
                     "result": packed_result,
                     "message": error,
                 },
-                idempotency_id=f"child-end:{self.key.run_id}",
+                idempotency_id=f"child-end:{run_id}",
             )
-        cursor = max(machine.inbox_cursor, self._skipped_to)
         if cursor:
             await services.backend.inbox.purge(self.workflow_id, up_to=cursor)
         services.notify_done(self.workflow_id)
@@ -584,6 +676,16 @@ def _message_of(error: BaseException) -> str:
     if len(error.args) == 1 and isinstance(error.args[0], str):
         return error.args[0]
     return str(error) or type(error).__name__
+
+
+async def _run_jobs(
+    jobs: MemoryObjectReceiveStream[Callable[[], Awaitable[object]]],
+) -> None:
+    """Run queued store projections in order; a failure fails the instance (it restarts and
+    redoes them from the log)."""
+    async with jobs:
+        async for job in jobs:
+            await job()
 
 
 _TERMINAL_TYPES = frozenset(

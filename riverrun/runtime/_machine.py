@@ -22,7 +22,13 @@ from typing import Any, cast
 
 import attrs
 
-from .._errors import CancellationError, NonDeterminismError, RiverrunError
+from .._errors import (
+    CancellationError,
+    NonDeterminismError,
+    RiverrunError,
+    WorkflowAlreadyRunning,
+    WorkflowNotRegistered,
+)
 from ..persistence import StoredEvent
 from ._commands import (
     Command,
@@ -159,6 +165,8 @@ class WorkflowMachine:
     step_attempts: int = 0
     #: timers started and not fired yet: timer id -> fire time (for re-arming after a crash)
     timers: dict[str, Any] = attrs.field(factory=dict)
+    #: timers whose wait ended otherwise; the actor cancels their schedules
+    retired_timers: list[str] = attrs.field(factory=list)
     _coro: Coroutine[Any, Any, Any] | None = None
     _next_position: int = 1
     _cancel_delivered: bool = False
@@ -178,6 +186,11 @@ class WorkflowMachine:
             continue_as_new_reason=reason,
             continued_from_run_id=self.continued_from_run_id,
         )
+
+    def check_continuation(self, version: str | None) -> None:
+        """Raise ``WorkflowNotRegistered`` in workflow code for an unknown target version."""
+        if version is not None and self.definition is not None:
+            self.lookup(self.definition.name, version)
 
     def limit_reason(self) -> str | None:
         if self.forced_reason is not None:
@@ -313,6 +326,10 @@ class WorkflowMachine:
         if isinstance(pending, WaitSignal):
             payload = self._take_signal(pending.name)
             if payload is not _MISSING:
+                if pending.timer_id is not None:
+                    # the timeout lost: its firing, if it still comes, is not recorded
+                    self.timers.pop(pending.timer_id, None)
+                    self.retired_timers.append(pending.timer_id)
                 self._resume(payload, None)
 
     def _cancellation_requested(self, data: Mapping[str, Any], seq: int) -> None:
@@ -324,6 +341,14 @@ class WorkflowMachine:
 
     def _child_started(self, data: Mapping[str, Any], seq: int) -> None:
         self._expect(StartChild, data, seq, "a child workflow")
+        if data.get("error_type"):
+            error_cls = (
+                WorkflowNotRegistered
+                if data["error_type"] == "WorkflowNotRegistered"
+                else WorkflowAlreadyRunning
+            )
+            self._resume(None, error_cls(data.get("message", "")))
+            return
         handle = ChildHandle(
             workflow_id=data["child_workflow_id"], first_run_id=data["child_run_id"]
         )

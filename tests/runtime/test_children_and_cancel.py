@@ -12,6 +12,7 @@ from riverrun import (
     EventType,
     ParentClosePolicy,
     RunStatus,
+    WorkflowAlreadyRunning,
     continue_as_new,
     execute_child,
     start_child,
@@ -186,3 +187,21 @@ async def test_cancel_interrupts_a_step_in_flight_and_cleanup_runs(
         EventType.WORKFLOW_CANCELLED,
     ] == types
     assert "cleaned t" == events[2].data["result"]
+
+
+@workflow()
+async def duplicate_child_parent(tag: str) -> str:
+    await start_child(forever, tag, workflow_id=f"{tag}-only")
+    try:
+        await start_child(forever, tag, workflow_id=f"{tag}-only")
+    except WorkflowAlreadyRunning as err:
+        return f"refused: {type(err).__name__}"
+    return "unreachable"
+
+
+async def test_starting_a_child_id_that_runs_raises_in_the_workflow(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[duplicate_child_parent, forever]) as rt:
+        handle = await rt.client.start(duplicate_child_parent, "dup", workflow_id="dup-parent")
+        assert "refused: WorkflowAlreadyRunning" == await handle.result(timeout=30)

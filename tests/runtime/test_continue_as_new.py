@@ -262,3 +262,35 @@ async def test_history_limit_suggests_and_auto_continues(make_runtime: RuntimeFa
     assert len(chain) >= 3
     assert link.data["reason"].startswith("automatic: history has")
     assert [dict(a) for a in link.data["args"]] == [{"done": 4}]
+
+
+@workflow()
+async def to_unknown_version(n: int) -> str:
+    from riverrun import WorkflowNotRegistered, continue_as_new_versioned
+
+    try:
+        continue_as_new_versioned("9", n)
+    except WorkflowNotRegistered as err:
+        return f"refused: {err}"
+    return "unreachable"
+
+
+async def test_unknown_version_is_refused_in_workflow_code(make_runtime: RuntimeFactory) -> None:
+    async with make_runtime(workflows=[to_unknown_version]) as rt:
+        result = await (await rt.client.start(to_unknown_version, 1)).result(timeout=30)
+    assert result.startswith("refused: workflow 'to_unknown_version' has no version '9'")
+
+
+@workflow()
+async def signal_beats_timeout() -> str:
+    return str(await wait_for_signal("go", timeout=0.3))
+
+
+async def test_a_signal_that_wins_retires_its_timeout(make_runtime: RuntimeFactory) -> None:
+    async with make_runtime(workflows=[signal_beats_timeout]) as rt:
+        handle = await rt.client.start(signal_beats_timeout)
+        await handle.signal("go", "yes")
+        assert "yes" == await handle.result(timeout=30)
+        await anyio.sleep(0.6)  # past the timeout: its firing must not be recorded
+        types = [e.type for e in await handle.events()]
+    assert EventType.TIMER_FIRED not in types
