@@ -99,6 +99,15 @@ async def _run(client: Client, console: Console, batches: int, batch_size: int) 
     console.print()
     console.print(f"[bold]Result:[/bold] {result[0]}")
     console.print(f"{len(chain)} runs in {format_duration(elapsed)}.")
+    kept = [len(await client.events(run.run_id)) for run in chain]
+    console.print(f"Events kept per run: {', '.join(map(str, kept))}", end="")
+    if len(kept) > 1 and set(kept[:-1]) == {1}:
+        console.print(
+            " (each earlier run's history was truncated to its continue-as-new link, so "
+            "storage does not grow with the chain)",
+            end="",
+        )
+    console.print()
     console.print(
         "\nNext: 'riverrun dev' for a local server you keep, and docs/quickstart.md for your "
         "own first workflow."

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from ._exit import CliError, ExitCode
@@ -26,11 +28,29 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_json(text: str, *, what: str) -> Any:
-    """Decode ``text`` as JSON; on error, say where (line, column) and show the spot."""
+    """Decode ``text`` as JSON; on error, say where (line, column) and show the spot.
+
+    ``@path`` reads the JSON from a file and ``@-`` from standard input (for values too
+    large for a command line, which the OS caps at 128 KiB per argument).
+    """
+    if text.startswith("@"):
+        source = text[1:]
+        what = f"{what} ({'stdin' if source == '-' else source})"
+        text = _read_source(source, what=what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise CliError(_json_error(text, exc, what=what), exit_code=ExitCode.USAGE) from None
+
+
+def _read_source(source: str, *, what: str) -> str:
+    try:
+        if source == "-":
+            return sys.stdin.read()
+        return Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CliError(f"cannot read {what}: {reason}", exit_code=ExitCode.USAGE) from None
 
 
 def _json_error(text: str, exc: json.JSONDecodeError, *, what: str) -> str:

@@ -18,6 +18,7 @@ import click
 from rich.console import Console
 
 from ._parsing import parse_servers
+from ._runtime import S3Settings, open_runtime
 
 if TYPE_CHECKING:
     from riverrun import Client
@@ -53,6 +54,8 @@ class Settings:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     #: replicas of the streams and buckets riverrun creates if missing (3 on a cluster)
     replicas: int = 1
+    #: payloads and snapshots in S3 instead of the JetStream object store (from the environment)
+    s3: S3Settings | None = attrs.field(factory=S3Settings.from_env)
 
     def console(self) -> Console:
         """A console for human output; wide and plain when stdout is not a terminal."""
@@ -126,13 +129,5 @@ def json_option(fn: F) -> F:
 @contextlib.asynccontextmanager
 async def open_client(settings: Settings) -> AsyncIterator[Client]:
     """A client connected to ``settings.servers``; hosts no workflows."""
-    from riverrun import Runtime  # imported here so that `riverrun --help` stays fast
-
-    async with Runtime.connect(
-        settings.servers,
-        namespace=settings.namespace,
-        worker=False,
-        connect_timeout=settings.connect_timeout,
-        replicas=settings.replicas,
-    ) as runtime:
+    async with open_runtime(settings) as runtime:
         yield runtime.client

@@ -41,7 +41,8 @@ def start(
     """Start the workflow named WORKFLOW on the workers of the namespace.
 
     ARGS_JSON is a JSON list of positional arguments ('[0, 100]'), a JSON object of keyword
-    arguments ('{"offset": 0}'), or one JSON value (one positional argument).
+    arguments ('{"offset": 0}'), or one JSON value (one positional argument). '@FILE' reads
+    the JSON from a file, '@-' from standard input.
     """
     positional, keywords = parse_call_arguments(args, kwargs_json)
     if timeout is not None and not wait:

@@ -20,6 +20,7 @@ import anyio
 import click
 
 from ._exit import CliError, ExitCode, fail, run_command
+from ._runtime import open_runtime
 from ._settings import Settings, connection_options, pass_settings
 
 __all__ = ["is_workflow", "load_workflows", "worker"]
@@ -137,16 +138,7 @@ def worker(settings: Settings, target: str) -> None:
     names = ", ".join(sorted(workflow_name(w) for w in workflows))
 
     async def go() -> None:
-        from riverrun import Runtime
-
-        async with Runtime.connect(
-            settings.servers,
-            workflows=workflows,
-            namespace=settings.namespace,
-            worker=True,
-            connect_timeout=settings.connect_timeout,
-            replicas=settings.replicas,
-        ) as runtime:
+        async with open_runtime(settings, workflows=workflows, worker=True) as runtime:
             click.echo(
                 f"riverrun worker: hosting {len(workflows)} workflow(s) [{names}] "
                 f"on {', '.join(settings.servers)}, namespace {settings.namespace!r}. "

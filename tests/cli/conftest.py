@@ -7,9 +7,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,3 +136,49 @@ def cli(nats_server: EmbeddedNatsServer) -> Iterator[Cli]:
     finally:
         code = worker.stop()
         assert code == 0, worker.output
+
+
+@attrs.frozen
+class S3Endpoint:
+    url: str
+    access_key: str = "riverrun-cli-key"
+    secret_key: str = "riverrun-cli-secret"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[S3Endpoint]:
+    """moto in server mode, a real S3-compatible server in a subprocess."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_http(url, process)
+        yield S3Endpoint(url=url)
+    finally:
+        process.terminate()
+        try:
+            process.wait(COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_for_http(url: str, process: subprocess.Popen[bytes]) -> None:
+    # readiness of a server we just started: poll until it answers (bounded, not a timing test)
+    for _ in range(600):
+        if process.poll() is not None:
+            pytest.fail(f"moto server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"moto server did not answer on {url}")

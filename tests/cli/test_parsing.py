@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +112,25 @@ def test_servers_are_split_and_get_a_scheme() -> None:
 def test_empty_servers_is_a_usage_error() -> None:
     with pytest.raises(CliError):
         parse_servers(" , ")
+
+
+def test_json_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "args.json"
+    path.write_text('{"offset": 5}')
+    assert parse_call_arguments(f"@{path}", None) == ([], {"offset": 5})
+
+
+def test_json_from_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(CliError) as info:
+        parse_json(f"@{tmp_path / 'nope.json'}", what="ARGS")
+    assert info.value.exit_code == ExitCode.USAGE
+    assert "cannot read ARGS" in info.value.message
+
+
+def test_malformed_json_in_a_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text("[1,\n2,,]")
+    with pytest.raises(CliError) as info:
+        parse_json(f"@{path}", what="ARGS")
+    assert str(path) in info.value.message
+    assert "line 2, column 3" in info.value.message
