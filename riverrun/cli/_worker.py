@@ -12,6 +12,7 @@ import importlib
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,7 @@ def worker(settings: Settings, target: str) -> None:
     except CliError:
         raise
     except Exception as exc:
+        traceback.print_exc()  # the user's own code failed: show them where
         raise CliError(
             f"importing {target.partition(':')[0]!r} failed: {type(exc).__name__}: {exc}",
             exit_code=ExitCode.FAILED,

@@ -52,13 +52,15 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_riverrun(*args: str, env: dict[str, str], timeout: float = COMMAND_TIMEOUT) -> Result:
+def run_riverrun(
+    *args: str, env: dict[str, str], timeout: float = COMMAND_TIMEOUT, cwd: Path = ROOT
+) -> Result:
     proc = subprocess.run(
         [sys.executable, "-m", "riverrun", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         check=False,
     )
@@ -82,10 +84,10 @@ class Cli:
 class WorkerProcess:
     """``riverrun worker ...`` in a subprocess; ``stderr`` is collected by a thread."""
 
-    def __init__(self, target: str, env: dict[str, str], *extra: str) -> None:
+    def __init__(self, target: str, env: dict[str, str], *extra: str, cwd: Path = ROOT) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "riverrun", "worker", target, *extra],
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
