@@ -80,6 +80,11 @@ def translate_errors(url: str, what: str) -> Iterator[None]:
         yield
     except PersistenceError:
         raise
+    except (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError) as exc:
+        raise StoreUnavailable(
+            f"{what}: no JetStream answered at {url} ({type(exc).__name__}); is JetStream "
+            "enabled on that server (`nats-server -js`) and is it up? Retry later"
+        ) from exc
     except _UNAVAILABLE as exc:
         raise StoreUnavailable(
             f"{what}: NATS at {url} did not answer ({type(exc).__name__}); the store is "

@@ -6,8 +6,10 @@ that fire across a server restart."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -24,6 +26,7 @@ from riverrun.persistence import (
     StoreUnavailable,
     open_jetstream_backend,
 )
+from riverrun.persistence._embedded import find_nats_server
 from riverrun.persistence._jetstream_names import Names
 
 pytestmark = pytest.mark.anyio
@@ -205,3 +208,38 @@ async def test_a_timer_due_while_the_server_was_down_fires_on_restart(
         assert [("timer.fired", {"timer_id": "t1"}, at)] == [
             (m.kind, dict(m.data), m.timestamp) for m in fired
         ]
+
+
+@pytest.fixture
+def server_without_jetstream() -> Iterator[str]:
+    """A plain nats-server (no ``-js``); yields its URL once it accepts connections."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(find_nats_server()), "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+async def test_a_server_without_jetstream_is_reported_as_such(
+    server_without_jetstream: str,
+) -> None:
+    with pytest.raises(StoreUnavailable, match="JetStream enabled"):
+        async with open_jetstream_backend(server_without_jetstream, namespace="x"):
+            pass  # pragma: no cover
