@@ -2,15 +2,28 @@
 
 No Docker engine runs these tests; they read the compose file and the nats-server configs it
 mounts, and check that the pieces fit: the three nodes route to each other, JetStream is on
-everywhere, riverrun is configured for R3, and the worker waits for NATS and MinIO.
+everywhere, riverrun is configured for R3, and the worker waits for NATS and MinIO. Then they
+start the three nodes from those very config files (addresses and paths rewritten for one
+host) with the nats-server binary, and run a riverrun worker and client on them with R3.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 yaml = pytest.importorskip("yaml")
@@ -144,3 +157,174 @@ def test_the_worker_default_module_exists() -> None:
     text = (DOCKER / "Dockerfile").read_text()
     assert 'CMD ["worker", "riverrun.cli._demo"]' in text
     assert (DOCKER.parent / "riverrun" / "cli" / "_demo.py").is_file()
+
+
+# -- the same nats configs, run for real ---------------------------------------------------
+#
+# No Docker here, but the nats-server binary is: start the three nodes from the compose
+# file's own config files, with only addresses and paths rewritten for one host, and run a
+# riverrun worker and client on them with R3 streams, as the compose file configures.
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def localize(config: str, ports: dict[str, dict[str, int]], node: str, store: Path) -> str:
+    """The node's config with container addresses mapped to loopback ports and a local store."""
+    mine = ports[node]
+    config = re.sub(r"^listen: .*$", f"listen: 127.0.0.1:{mine['client']}", config, flags=re.M)
+    config = re.sub(r"^http: .*$", f"http: 127.0.0.1:{mine['http']}", config, flags=re.M)
+    config = re.sub(
+        r"^(\s*)listen: 0\.0\.0\.0:6222$",
+        rf"\1listen: 127.0.0.1:{mine['route']}",
+        config,
+        flags=re.M,
+    )
+    config = re.sub(r"store_dir: .*", f'store_dir: "{store}"', config)
+    for other, other_ports in ports.items():
+        config = config.replace(
+            f"nats-route://{other}:6222", f"nats-route://127.0.0.1:{other_ports['route']}"
+        )
+    return config
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    # readiness of servers we just started (bounded polling, not a timing assertion)
+    for _ in range(600):
+        assert process.poll() is None, "nats-server exited"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{url} never became healthy")
+
+
+@pytest.fixture(scope="module")
+def local_cluster(
+    services: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[str]]:
+    from riverrun.persistence._embedded import find_nats_server
+
+    binary = str(find_nats_server())
+    root = tmp_path_factory.mktemp("cluster")
+    ports = {
+        n: {"client": free_port(), "http": free_port(), "route": free_port()} for n in NATS_NODES
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for node in NATS_NODES:
+            config = localize(mounted_config(services[node]), ports, node, root / node)
+            path = root / f"{node}.conf"
+            path.write_text(config)
+            processes.append(
+                subprocess.Popen(
+                    [binary, "-c", str(path)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for node, process in zip(NATS_NODES, processes, strict=True):
+            # /healthz answers ok once JetStream is current with the cluster's meta leader
+            wait_healthy(f"http://127.0.0.1:{ports[node]['http']}/healthz", process)
+        yield [f"nats://127.0.0.1:{ports[n]['client']}" for n in NATS_NODES]
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(30)
+
+
+def test_the_configs_are_valid_nats_server_configs(
+    services: dict[str, Any], tmp_path: Path
+) -> None:
+    from riverrun.persistence._embedded import find_nats_server
+
+    for node in NATS_NODES:
+        path = tmp_path / f"{node}.conf"
+        path.write_text(mounted_config(services[node]))
+        checked = subprocess.run(
+            [str(find_nats_server()), "-t", "-c", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert 0 == checked.returncode, checked.stdout + checked.stderr
+
+
+def test_riverrun_runs_on_the_cluster_with_r3_streams(
+    services: dict[str, Any], local_cluster: list[str]
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RIVERRUN_", "AWS_"))}
+    worker_env = services["worker"]["environment"]
+    env.update(
+        RIVERRUN_SERVERS=",".join(local_cluster),
+        RIVERRUN_NAMESPACE=f"compose-{uuid.uuid4().hex[:8]}",
+        RIVERRUN_REPLICAS=worker_env["RIVERRUN_REPLICAS"],
+    )
+    root = Path(__file__).resolve().parent.parent
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "riverrun", "worker", "tests.cli.workflows"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stderr is not None
+        first = worker.stderr.readline()
+        assert "hosting" in first, first + worker.stderr.read()
+        started = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "riverrun",
+                "start",
+                "countdown",
+                '{"n": 2}',
+                "--wait",
+                "--json",
+            ],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert 0 == started.returncode, started.stderr
+        assert {"total": 3} == json.loads(started.stdout)["result"]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+    assert 0 == worker.returncode
+
+    # the streams riverrun created are R3, spread over the three nodes
+    namespace = env["RIVERRUN_NAMESPACE"].upper().replace("-", "_")
+    stream = f"RIVERRUN_{namespace}_EVENTS"
+    info = _stream_info(local_cluster[0], stream)
+    assert 3 == info["config"]["num_replicas"]
+    assert 2 == len(info["cluster"]["replicas"])  # the leader plus two replicas
+
+
+def _stream_info(url: str, stream: str) -> dict[str, Any]:
+    import nats
+
+    async def ask() -> dict[str, Any]:
+        nc = await nats.connect(url)
+        try:
+            reply = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=10)
+            data: dict[str, Any] = json.loads(reply.data)
+            return data
+        finally:
+            await nc.close()
+
+    return anyio.run(ask)

@@ -124,8 +124,8 @@ def _dedupe(items: Iterable[Any]) -> list[Any]:
 def worker(settings: Settings, target: str) -> None:
     """Host the workflows of MODULE until SIGTERM or Ctrl-C, then shut down cleanly.
 
-    Several workers may host the same namespace: each workflow runs on one worker at a time,
-    and another takes it over if its worker dies.
+    A worker resumes every running workflow of the namespace from its history. Run one worker
+    per namespace for now (see docs/guarantees.md).
     """
     try:
         workflows = load_workflows(target)
