@@ -39,8 +39,8 @@ __all__ = ["cli"]
 )
 @click.option(
     "--replicas",
-    type=click.IntRange(1, 5),
-    default=1,
+    type=click.Choice(("1", "3", "5")),
+    default="1",
     show_default=True,
     envvar="RIVERRUN_REPLICAS",
     help="Replicas of the streams and buckets riverrun creates if missing: 3 on a cluster "
@@ -48,14 +48,14 @@ __all__ = ["cli"]
 )
 @click.version_option(package_name="riverrun", prog_name="riverrun")
 @click.pass_context
-def cli(ctx: click.Context, connect_timeout: float, replicas: int) -> None:
+def cli(ctx: click.Context, connect_timeout: float, replicas: str) -> None:
     """riverrun: durable, event-sourced workflows on NATS JetStream.
 
     New here? Run 'riverrun demo'.
     """
     settings = ctx.ensure_object(Settings)
     settings.connect_timeout = connect_timeout
-    settings.replicas = replicas
+    settings.replicas = int(replicas)
 
 
 for _command in (demo, dev, runs, start, worker):

@@ -86,3 +86,40 @@ def test_the_service_commands_run_against_a_worker(
     assert "UPS" in outputs["runs result"]
     assert "Chain length: 6 run(s)" in outputs["runs chain"]
     assert "workflow.completed" in outputs["runs logs"]
+
+
+DOCS = ROOT / "docs"
+MINE = ("index.md", "quickstart.md", "cli.md", "configuration.md", "deployment.md")
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M)
+    return {slug(h) for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+def test_the_index_links_every_doc() -> None:
+    index = (DOCS / "index.md").read_text()
+    linked = set(re.findall(r"\]\(([\w\-]+\.md)\)", index))
+    assert {p.name for p in DOCS.glob("*.md")} - {"index.md"} <= linked
+
+
+def test_links_in_these_docs_resolve() -> None:
+    broken = []
+    for name in MINE:
+        text = (DOCS / name).read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if "://" in target:
+                continue
+            file_part, _, anchor = target.partition("#")
+            path = (DOCS / file_part).resolve() if file_part else DOCS / name
+            if not path.exists():
+                broken.append(f"{name}: {target}")
+            elif anchor and path.suffix == ".md" and anchor not in anchors(path):
+                broken.append(f"{name}: {target} (no such heading)")
+    assert [] == broken
