@@ -578,7 +578,6 @@ class WorkflowInstance:
         costs the atomic batch plus about two store round trips.
         """
         services = self.services
-        runs = services.backend.runs
         assert machine.definition is not None
         new_run_id = next_run_id(old_run_id)
         now = services.clock.now()
@@ -597,7 +596,7 @@ class WorkflowInstance:
 
         async def create_new_run() -> None:
             with contextlib.suppress(ConcurrencyConflict):  # redone after a crash
-                await runs.put_run(created, expected_revision=None)
+                await services.create_run(created)
 
         async def purge_inbox() -> None:
             if cursor:
@@ -668,6 +667,7 @@ class WorkflowInstance:
             )
         if cursor:
             await services.backend.inbox.purge(self.workflow_id, up_to=cursor)
+        services.forget(self.workflow_id)
         services.notify_done(self.workflow_id)
 
 

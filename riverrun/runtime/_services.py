@@ -13,7 +13,15 @@ import anyio
 import attrs
 
 from .._errors import ConcurrencyConflict, WorkflowAlreadyRunning
-from ..persistence import Backend, ChainHead, NewEvent, RunKey, RunStatus, WorkflowRun
+from ..persistence import (
+    Backend,
+    ChainHead,
+    NewEvent,
+    RunKey,
+    RunStatus,
+    Versioned,
+    WorkflowRun,
+)
 from ..persistence._codec import Codec
 from ._definitions import WorkflowRegistry
 from ._events import EventType
@@ -36,6 +44,10 @@ class Services:
     #: a worker runs in this process (chain ends are announced through done events)
     local_worker: bool = False
     _done: dict[str, anyio.Event] = attrs.field(factory=dict)
+    #: records and heads this process wrote last, with their revisions: an update can
+    #: compare-and-set without reading first (a conflict falls back to reading)
+    _known_runs: dict[str, Versioned[WorkflowRun]] = attrs.field(factory=dict)
+    _known_heads: dict[str, Versioned[ChainHead]] = attrs.field(factory=dict)
     #: set by the worker: wake the instance hosting a workflow id (in this process)
     on_started: Callable[[str], None] | None = None
 
@@ -101,7 +113,7 @@ class Services:
             parent_workflow_id=parent["workflow_id"] if parent else None,
         )
         try:
-            await runs.put_run(record, expected_revision=None)
+            await self.create_run(record)
         except ConcurrencyConflict:
             if idempotent_run_id is None:
                 raise
@@ -131,7 +143,7 @@ class Services:
         """
         runs = self.backend.runs
         try:
-            await runs.put_head(head, expected_revision=revision)
+            self._remember_head(head, await runs.put_head(head, expected_revision=revision))
             return
         except ConcurrencyConflict:
             if revision is not None:
@@ -141,9 +153,10 @@ class Services:
             raise self._already_running(head.workflow_id, "another client")
         await self._check_not_running(head.workflow_id, existing.value.current_run_id)
         try:
-            await runs.put_head(head, expected_revision=existing.revision)
+            revision = await runs.put_head(head, expected_revision=existing.revision)
         except ConcurrencyConflict:
             raise self._already_running(head.workflow_id, "another client") from None
+        self._remember_head(head, revision)
 
     async def _check_not_running(self, workflow_id: str, current_run_id: str) -> None:
         current = await self.backend.runs.get_run(current_run_id)
@@ -161,39 +174,71 @@ class Services:
             f"client.get_handle({workflow_id!r}) to reach it, or pick another workflow_id"
         )
 
+    async def create_run(self, run: WorkflowRun) -> None:
+        """Create a run record (``ConcurrencyConflict`` if it exists) and remember it."""
+        revision = await self.backend.runs.put_run(run, expected_revision=None)
+        self._remember_run(run, revision)
+
     async def update_run(self, run_id: str, **changes: Any) -> None:
+        """Compare-and-set a run record; one write when this process wrote it last."""
         runs = self.backend.runs
+        current = self._known_runs.pop(run_id, None)
         while True:
-            current = await runs.get_run(run_id)
             if current is None:
-                return
+                current = await runs.get_run(run_id)
+                if current is None:
+                    return
             updated = attrs.evolve(current.value, **changes)
             if updated == current.value:
                 return
             try:
-                await runs.put_run(updated, expected_revision=current.revision)
-                return
+                revision = await runs.put_run(updated, expected_revision=current.revision)
             except ConcurrencyConflict:
+                current = None
                 continue
+            if not updated.status.is_terminal:
+                self._remember_run(updated, revision)
+            return
 
     async def move_head(self, workflow_id: str, run_id: str) -> None:
         runs = self.backend.runs
+        head = self._known_heads.pop(workflow_id, None)
         while True:
-            head = await runs.get_head(workflow_id)
-            if head is None or head.value.current_run_id == run_id:
+            if head is None:
+                head = await runs.get_head(workflow_id)
+                if head is None:
+                    return
+            if head.value.current_run_id == run_id:
+                self._remember_head(head.value, head.revision)
                 return
+            moved = attrs.evolve(head.value, current_run_id=run_id)
             try:
-                await runs.put_head(
-                    attrs.evolve(head.value, current_run_id=run_id),
-                    expected_revision=head.revision,
-                )
-                return
+                revision = await runs.put_head(moved, expected_revision=head.revision)
             except ConcurrencyConflict:
+                head = None
                 continue
+            self._remember_head(moved, revision)
+            return
+
+    def _remember_run(self, run: WorkflowRun, revision: int) -> None:
+        _bounded_put(self._known_runs, run.run_id, Versioned(value=run, revision=revision))
+
+    def _remember_head(self, head: ChainHead, revision: int) -> None:
+        _bounded_put(self._known_heads, head.workflow_id, Versioned(value=head, revision=revision))
+
+    def forget(self, workflow_id: str) -> None:
+        """Drop cached store state of a chain that ended."""
+        self._known_heads.pop(workflow_id, None)
 
     async def apply_retention(self, workflow_id: str, previous_run_id: str) -> None:
         """Truncate earlier runs that fall outside the retention window to their link event."""
         retention = self.options.retention
+        if retention.keep_last == 0 and retention.keep_newer_than is None:
+            # the default: every earlier run is cut to its link as soon as it ends
+            await self.backend.events.truncate(
+                RunKey(workflow_id=workflow_id, run_id=previous_run_id), keep_last=1
+            )
+            return
         cutoff: datetime | None = None
         if retention.keep_newer_than is not None:
             cutoff = self.clock.now() - retention.keep_newer_than
@@ -228,3 +273,14 @@ class Services:
         if event is None:
             event = self._done[workflow_id] = anyio.Event()
         return event
+
+
+_CACHE_MAX = 10_000
+
+
+def _bounded_put(cache: dict[str, Any], key: str, value: Any) -> None:
+    cache.pop(key, None)
+    if len(cache) >= _CACHE_MAX:
+        for old in list(cache)[: _CACHE_MAX // 2]:  # oldest first: dicts keep insertion order
+            del cache[old]
+    cache[key] = value
