@@ -35,6 +35,7 @@ from .._errors import (
 from ..persistence import (
     Append,
     InboxMessage,
+    Lease,
     NewEvent,
     RunKey,
     RunStatus,
@@ -73,6 +74,7 @@ class WorkflowInstance:
         self._wakeup = anyio.Event()
         self._step_scope: anyio.CancelScope | None = None
         self._skipped_to = 0
+        self._lease: Lease | None = None
         #: the inbox may hold unread messages: true at load, set again by notify()
         self._inbox_dirty = True
         self.finished = False
@@ -102,12 +104,17 @@ class WorkflowInstance:
         if head is None:
             self.finished = True
             return
+        lease = await self._acquire_lease()
         send, receive = anyio.create_memory_object_stream[Callable[[], Awaitable[object]]](
             math.inf
         )
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_run_jobs, receive)
+                keeper = anyio.CancelScope()
+                # the job runner ends once `send` is closed and every queued job is done;
+                # the lease is kept until then
+                tg.start_soon(_run_jobs, receive, keeper)
+                tg.start_soon(self._keep_lease, lease, keeper)
                 with send, contextlib.suppress(Passivate):
                     await self._host(head.value.current_run_id, send)
         except BaseExceptionGroup as group:
@@ -115,6 +122,30 @@ class WorkflowInstance:
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await services.backend.runs.release_lease(self._lease or lease)
+
+    async def _acquire_lease(self) -> Lease:
+        """Own the workflow: at most one worker hosts it at a time (the log's fence backs this
+        up: a worker that lost its lease fails its next append)."""
+        services = self.services
+        lease = await services.backend.runs.acquire_lease(
+            self.workflow_id, services.worker_id, services.options.lease_ttl
+        )
+        if lease is None:
+            raise ConcurrencyConflict(
+                f"workflow {self.workflow_id!r} is hosted by another worker (its lease is held)"
+            )
+        self._lease = lease
+        return lease
+
+    async def _keep_lease(self, lease: Lease, scope: anyio.CancelScope) -> None:
+        ttl = self.services.options.lease_ttl.total_seconds()
+        with scope:
+            while True:
+                await anyio.sleep(ttl / 3)
+                await self._acquire_lease()
         # every queued projection is written once the task group has drained the jobs
 
     async def _host(
@@ -680,12 +711,14 @@ def _message_of(error: BaseException) -> str:
 
 async def _run_jobs(
     jobs: MemoryObjectReceiveStream[Callable[[], Awaitable[object]]],
+    then_cancel: anyio.CancelScope,
 ) -> None:
-    """Run queued store projections in order; a failure fails the instance (it restarts and
-    redoes them from the log)."""
+    """Run queued store projections in order, then cancel ``then_cancel``. A failure fails
+    the instance, which restarts and redoes them from the log."""
     async with jobs:
         async for job in jobs:
             await job()
+    then_cancel.cancel()
 
 
 _TERMINAL_TYPES = frozenset(

@@ -43,6 +43,8 @@ class Services:
     passivation_enabled: bool = True
     #: a worker runs in this process (chain ends are announced through done events)
     local_worker: bool = False
+    #: this runtime's identity as a lease owner
+    worker_id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
     _done: dict[str, anyio.Event] = attrs.field(factory=dict)
     #: records and heads this process wrote last, with their revisions: an update can
     #: compare-and-set without reading first (a conflict falls back to reading)

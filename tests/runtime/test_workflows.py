@@ -289,3 +289,37 @@ async def test_a_worker_leaves_workflows_it_does_not_host(nats_server: Any, name
         handle = rt.client.get_handle("elsewhere")
         await handle.signal("next", "x")
         assert [1, "x", 2] == await handle.result(timeout=30)
+
+
+SHARED_RUNS: Counter[int] = Counter()
+
+
+@step()
+async def shared_step(i: int) -> int:
+    SHARED_RUNS[i] += 1
+    await anyio.sleep(0.005)
+    return i
+
+
+@workflow()
+async def ten_steps(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += await shared_step(i)
+    return total
+
+
+async def test_two_workers_in_one_namespace_run_each_step_once(
+    nats_server: Any, namespace: str
+) -> None:
+    from riverrun import Runtime
+
+    SHARED_RUNS.clear()
+    async with (
+        Runtime.connect(nats_server.url, workflows=[ten_steps], namespace=namespace) as a,
+        Runtime.connect(nats_server.url, workflows=[ten_steps], namespace=namespace) as b,
+    ):
+        handles = [await a.client.start(ten_steps, 10) for _ in range(4)]
+        for handle in handles:
+            assert 45 == await b.client.get_handle(handle.workflow_id).result(timeout=30)
+    assert {i: 4 for i in range(10)} == dict(SHARED_RUNS)
