@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
@@ -23,6 +23,9 @@ import click
 from ._exit import CliError, ExitCode, fail, run_command
 from ._runtime import open_runtime
 from ._settings import Settings, connection_options, pass_settings
+
+if TYPE_CHECKING:
+    from riverrun import Runtime
 
 __all__ = ["is_workflow", "load_workflows", "worker"]
 
@@ -140,28 +143,28 @@ def worker(settings: Settings, target: str) -> None:
     names = ", ".join(sorted(workflow_name(w) for w in workflows))
 
     async def go() -> None:
-        async with open_runtime(settings, workflows=workflows, worker=True) as runtime:
-            click.echo(
-                f"riverrun worker: hosting {len(workflows)} workflow(s) [{names}] "
-                f"on {', '.join(settings.servers)}, namespace {settings.namespace!r}. "
-                f"Ctrl-C to stop.",
-                err=True,
-            )
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_stop_on_signal, tg.cancel_scope)
-                await runtime.serve_forever()
-                tg.cancel_scope.cancel()  # the runtime stopped on its own: stop listening too
+        # listen for signals before anything else, so that a SIGTERM or Ctrl-C that arrives
+        # while connecting (or just after "hosting" is printed) still means a clean stop
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with open_runtime(settings, workflows=workflows, worker=True) as runtime:
+                click.echo(
+                    f"riverrun worker: hosting {len(workflows)} workflow(s) [{names}] "
+                    f"on {', '.join(settings.servers)}, namespace {settings.namespace!r}. "
+                    f"Ctrl-C to stop.",
+                    err=True,
+                )
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_serve, runtime, tg.cancel_scope)
+                    async for received in signals:
+                        name = signal.Signals(received).name
+                        click.echo(f"riverrun worker: {name} received, shutting down...", err=True)
+                        break
+                    tg.cancel_scope.cancel()
         click.echo("riverrun worker: stopped.", err=True)
 
     run_command(go, servers=settings.servers)
 
 
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for received in signals:
-            click.echo(
-                f"riverrun worker: {signal.Signals(received).name} received, shutting down...",
-                err=True,
-            )
-            scope.cancel()
-            return
+async def _serve(runtime: Runtime, scope: anyio.CancelScope) -> None:
+    await runtime.serve_forever()
+    scope.cancel()  # the runtime stopped on its own: stop waiting for a signal too

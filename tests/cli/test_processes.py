@@ -119,7 +119,7 @@ def test_worker_module_that_fails_to_import_exits_1() -> None:
 
 def test_load_workflows_by_module_attribute_and_path() -> None:
     everything = load_workflows("tests.cli.workflows")
-    assert {"countdown", "failing", "greeter", "sleeper", "waiter"} == {
+    assert {"continue_then_sleep", "countdown", "failing", "greeter", "sleeper", "waiter"} == {
         w.__name__ for w in everything
     }
     listed = load_workflows("tests.cli.sample_modules.registry:WORKFLOWS")
