@@ -43,11 +43,7 @@ FROZEN = [
     "workflow",
 ]
 
-DESIGN_NAMES = (
-    "workflow step continue_as_new continue_as_new_versioned sleep wait_for_signal start_child "
-    "execute_child info get_workflow_chain Runtime Client WorkflowHandle WorkflowRun RunStatus "
-    "EventType Event RetryPolicy CancellationError ContinueAsNew RiverrunError"
-).split()
+DESIGN_NAMES = ["workflow", "step", "continue_as_new", "continue_as_new_versioned", "sleep", "wait_for_signal", "start_child", "execute_child", "info", "get_workflow_chain", "Runtime", "Client", "WorkflowHandle", "WorkflowRun", "RunStatus", "EventType", "Event", "RetryPolicy", "CancellationError", "ContinueAsNew", "RiverrunError"]
 
 
 def test_all_is_frozen_and_sorted() -> None:

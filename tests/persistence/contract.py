@@ -16,7 +16,7 @@ timers fire after a short real delay and are awaited through ``watch()``/``read(
 sleeping a fixed time.
 """
 
-# ruff: noqa: SIM300 - house style: tests assert `expected == actual`
+
 from __future__ import annotations
 
 import uuid

@@ -1,4 +1,4 @@
-# ruff: noqa: SIM300 - house style: tests assert `expected == actual`
+
 """The codec: exact round-trips (types included), clear errors, schema upcasting."""
 
 from __future__ import annotations

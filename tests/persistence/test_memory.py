@@ -1,6 +1,6 @@
 """The memory backend: every contract suite, plus what only a virtual clock can show."""
 
-# ruff: noqa: SIM300 - house style: tests assert `expected == actual`
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator

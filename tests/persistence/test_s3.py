@@ -1,4 +1,4 @@
-# ruff: noqa: SIM300 - house style: tests assert `expected == actual`
+
 """The S3 stores against a real S3-compatible server (moto in server mode)."""
 
 from __future__ import annotations
