@@ -8,6 +8,7 @@ traceback too, for bug reports.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import os
 import sys
@@ -139,7 +140,9 @@ def _is_nats_connect_error(error: BaseException) -> bool:
 def _unwrap(exc: BaseException) -> BaseException:
     """The one interesting exception inside (nested) exception groups from task groups."""
     while isinstance(exc, BaseExceptionGroup):
-        inner = [e for e in exc.exceptions if not isinstance(e, anyio.get_cancelled_exc_class())]
+        # outside the event loop now: anyio.get_cancelled_exc_class() would need one, and
+        # anyio.run uses asyncio
+        inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
         exc = (inner or list(exc.exceptions))[0]
     return exc
 

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,29 @@ def test_demo_prints_a_chain_ending_in_completed() -> None:
     assert ["continued_as_new"] * 9 + ["completed"] == statuses
     assert "Result: Processed 1000 items in 10 batches" in lines
     assert "" == result.stderr
+
+
+def test_the_installed_riverrun_script_runs_the_demo() -> None:
+    # README's command is `riverrun demo`: the console script pip installed, not `python -m`
+    script = Path(sysconfig.get_path("scripts")) / "riverrun"
+    if not script.exists():
+        pytest.skip(f"riverrun is not installed as a script in {script.parent}")
+    proc = subprocess.run(
+        [str(script), "demo", "--batches", "2"],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        cwd=ROOT,
+        env=base_env(),
+        check=False,
+    )
+    assert 0 == proc.returncode, proc.stderr
+    statuses = [
+        line.split(":", 1)[1].strip()
+        for line in proc.stdout.splitlines()
+        if line.strip().startswith("Status:")
+    ]
+    assert ["continued_as_new", "completed"] == statuses
 
 
 def test_demo_with_other_sizes() -> None:
