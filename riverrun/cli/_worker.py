@@ -32,11 +32,9 @@ __all__ = ["is_workflow", "load_workflows", "worker"]
 
 def is_workflow(obj: object) -> bool:
     """Whether ``obj`` was made by ``@workflow``."""
-    try:
-        from riverrun.runtime import is_workflow as runtime_is_workflow
-    except ImportError:  # an older runtime: fall back on the marker attribute
-        return getattr(obj, "__riverrun_workflow__", None) is not None
-    return bool(runtime_is_workflow(obj))
+    from riverrun.runtime import is_workflow as runtime_is_workflow
+
+    return runtime_is_workflow(obj)
 
 
 def workflow_name(obj: object) -> str:
