@@ -1,0 +1,169 @@
+"""What the kill tests check once the dust settles: linked chains, truncated links, results
+that used exactly one recorded execution of every step."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+import pytest
+
+from riverrun import Client, EventType, RunStatus, WorkflowRun
+from riverrun.persistence import Backend
+
+from . import kill_workflows as kw
+
+
+@attrs.frozen(kw_only=True)
+class StepCounts:
+    executions: int  # RUN lines in the log: how often steps ran (at least once each)
+    recorded: int  # tokens the results used: one recorded execution per step
+    rerun_keys: int  # steps that ran more than once (killed before their completion was recorded)
+    max_runs: int  # the most executions of one step
+
+
+def runs_by_key(log_path: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """Step key -> the nonces of its executions, from the step log."""
+    runs: dict[str, list[str]] = defaultdict(list)
+    for words in kw.read_log(log_path):
+        if words[0] == "RUN":
+            runs[words[1]].append(words[2])
+    return runs
+
+
+def check_results(
+    results: Mapping[str, Any],
+    *,
+    units: int,
+    signals: Mapping[str, list[Any]],
+    runs: Mapping[str, list[str]],
+) -> StepCounts:
+    """Each chain's result lists one token per expected step, in order, each from an execution
+    that really ran; and the signals it consumed are exactly those sent, in order."""
+    recorded = 0
+    expected_all: set[str] = set()
+    for label, result in results.items():
+        keys = kw.expected_keys(label, units)
+        expected_all.update(keys)
+        tokens = result["tokens"]
+        assert keys == [token.split("#")[0] for token in tokens], label
+        for token in tokens:
+            key, nonce = token.split("#")
+            assert nonce in runs.get(key, ()), f"{label}: {token} never ran"
+        assert signals[label] == list(result["signals"]), label
+        recorded += len(tokens)
+    stray = set(runs) - expected_all
+    assert set() == stray, f"steps that ran but belong to no chain: {sorted(stray)[:10]}"
+    counts = Counter({key: len(nonces) for key, nonces in runs.items()})
+    return StepCounts(
+        executions=sum(counts.values()),
+        recorded=recorded,
+        rerun_keys=sum(1 for n in counts.values() if n > 1),
+        max_runs=max(counts.values(), default=0),
+    )
+
+
+async def check_chains(
+    client: Client, expected: Mapping[str, int], *, all_runs: Iterable[WorkflowRun]
+) -> dict[str, list[WorkflowRun]]:
+    """Every workflow id in ``expected`` has one chain of exactly that many runs, linked both
+    ways without gaps or duplicates; earlier runs are ``continued_as_new`` and truncated to
+    their link event, the last is ``completed``; no other run exists for that id.
+
+    A run left untruncated is reported as the known bug ``UNTRUNCATED_LINK`` (xfail), once
+    everything else has been checked."""
+    by_workflow: dict[str, list[WorkflowRun]] = defaultdict(list)
+    for run in all_runs:
+        by_workflow[run.workflow_id].append(run)
+    assert set(expected) == set(by_workflow)
+    chains: dict[str, list[WorkflowRun]] = {}
+    untruncated: list[str] = []
+    for workflow_id, n_runs in expected.items():
+        firsts = [r for r in by_workflow[workflow_id] if r.execution == 1]
+        assert 1 == len(firsts), workflow_id
+        chain = await client.get_workflow_chain(firsts[0].run_id)
+        chains[workflow_id] = chain
+        assert list(range(1, n_runs + 1)) == [r.execution for r in chain], workflow_id
+        ids = [r.run_id for r in chain]
+        assert sorted(ids) == sorted(r.run_id for r in by_workflow[workflow_id]), workflow_id
+        assert len(set(ids)) == n_runs
+        assert chain[0].continued_from_run_id is None
+        assert chain[-1].continued_to_run_id is None
+        expected_statuses = [RunStatus.CONTINUED_AS_NEW] * (n_runs - 1) + [RunStatus.COMPLETED]
+        assert expected_statuses == [r.status for r in chain], workflow_id
+        for earlier, later in itertools.pairwise(chain):
+            assert later.run_id == earlier.continued_to_run_id, workflow_id
+            assert earlier.run_id == later.continued_from_run_id, workflow_id
+            events = await client.events(earlier.run_id)
+            assert EventType.WORKFLOW_CONTINUED_AS_NEW == events[-1].type
+            assert later.run_id == events[-1].data["new_run_id"]
+            if len(events) != 1:
+                untruncated.append(f"{workflow_id}#{earlier.execution} ({len(events)} events)")
+    if untruncated:
+        # everything else holds; only the link's truncation is missing
+        pytest.xfail(f"{UNTRUNCATED_LINK}: {', '.join(untruncated)}")
+    return chains
+
+
+def expected_chains(labels: Iterable[str], units: int) -> dict[str, int]:
+    """Workflow id -> number of runs, for ``kill_chain`` chains and their children."""
+    out: dict[str, int] = {}
+    for label in labels:
+        out[label] = kw.expected_runs(units)
+        for unit in kw.child_units(units):
+            out[kw.child_id(label, unit)] = 2
+    return out
+
+
+# -- known runtime bugs ---------------------------------------------------------------------
+
+LOST_CHILD_RESULT = (
+    "known runtime bug: a child's chain ended (its run record says so) but its parent never "
+    "got the child message: the worker died between the record update and the inbox send in "
+    "WorkflowInstance._complete_chain, and a restarted worker only recovers running runs"
+)
+UNTRUNCATED_LINK = (
+    "known runtime bug: an earlier run kept its whole history: the hand-over projection "
+    "(WorkflowInstance._complete_hand_over) was cut after move_head but before "
+    "apply_retention, and nothing redoes it for the chain's last hand-over"
+)
+STRANDED_ON_TRUNCATED_RUN = (
+    "known runtime bug: the chain head still points at a run whose history was already cut "
+    "to its continued_as_new link, so every instance parks it (no workflow.started): the "
+    "hand-over projection (WorkflowInstance._complete_hand_over) truncated the old run "
+    "concurrently with link_records and was cut before move_head"
+)
+
+
+async def known_bug(client: Client, backend: Backend) -> str | None:
+    """If the namespace shows the signature of a known runtime bug, say which (else None)."""
+    found: list[str] = []
+    for run in await client.list_runs(status=RunStatus.RUNNING):
+        events = await client.events(run.run_id)
+        head = await backend.runs.get_head(run.workflow_id)
+        if head is not None:
+            current = await client.events(head.value.current_run_id)
+            if current and current[0].type == EventType.WORKFLOW_CONTINUED_AS_NEW:
+                found.append(f"{STRANDED_ON_TRUNCATED_RUN} ({run.workflow_id})")
+                continue
+        started = {e.data["child_workflow_id"] for e in events if e.type == EventType.CHILD_STARTED}
+        ended = {
+            e.data["child_workflow_id"]
+            for e in events
+            if e.type
+            in (EventType.CHILD_COMPLETED, EventType.CHILD_FAILED, EventType.CHILD_CANCELLED)
+        }
+        inbox = await backend.inbox.read(run.workflow_id)
+        told = {m.data.get("child_workflow_id") for m in inbox if m.kind == "child"}
+        for child in sorted(started - ended - told):
+            child_head = await backend.runs.get_head(child)
+            if child_head is None:
+                continue
+            child_run = await client.get_run(child_head.value.current_run_id)
+            if child_run.status.is_terminal and child_run.status != RunStatus.CONTINUED_AS_NEW:
+                found.append(f"{LOST_CHILD_RESULT} (parent {run.workflow_id}, child {child})")
+    return "; ".join(found) or None

@@ -1,0 +1,192 @@
+"""Faults injected at one exact point of the continue-as-new hand-over's projection.
+
+The hand-over is the atomic batch (old run's terminal event + new run's first event) followed
+by a projection into the run store: new run record, old run record, chain head, truncation,
+inbox purge (``WorkflowInstance._complete_hand_over``). DESIGN.md: a crash at any point leaves
+either the old run still running (it redoes the hand-over) or a complete, linked pair. Here
+the store fails once at a chosen point of the projection, after another part of it got
+through; the worker's supervisor restarts the instance from its history, as it does after any
+store fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from riverrun import (
+    EventType,
+    RunStatus,
+    Runtime,
+    continue_as_new,
+    step,
+    workflow,
+)
+from riverrun.persistence import ChainHead, RunKey, StoreUnavailable
+from riverrun.testing import wait_until
+
+pytestmark = pytest.mark.anyio
+
+RuntimeFactory = Callable[..., AbstractAsyncContextManager[Runtime]]
+
+
+@step()
+async def count(run: int, i: int) -> int:
+    return run * 100 + i
+
+
+@workflow()
+async def short_chain(runs: int, run: int = 0, total: int = 0) -> int:
+    for i in range(3):
+        total += await count(run, i)
+    if run + 1 < runs:
+        continue_as_new(runs, run + 1, total)
+    return total
+
+
+@pytest.fixture(params=["memory", "jetstream"])
+def runtime_factory(request: pytest.FixtureRequest) -> RuntimeFactory:
+    if request.param == "memory":
+
+        @asynccontextmanager
+        async def memory(**opts: Any) -> AsyncIterator[Runtime]:
+            async with Runtime.in_memory(workflows=[short_chain], **opts) as rt:
+                yield rt
+
+        return memory
+    server = request.getfixturevalue("nats_server")
+    namespace = request.getfixturevalue("namespace")
+
+    @asynccontextmanager
+    async def jetstream(**opts: Any) -> AsyncIterator[Runtime]:
+        async with Runtime.connect(
+            server.url, workflows=[short_chain], namespace=namespace, worker=True, **opts
+        ) as rt:
+            yield rt
+
+    return jetstream
+
+
+def fail_once(
+    store: Any, method: str, *, when: Callable[..., bool], after: Callable[[], Awaitable[bool]]
+) -> list[Any]:
+    """The first time ``store.method(*args)`` is called with ``when(*args)`` true: wait until
+    ``after()`` holds (another part of the projection got through), then fail with
+    ``StoreUnavailable``, as a NATS outage or the death of the worker would. Returns the
+    arguments of the failed call."""
+    original = getattr(store, method)
+    failed: list[Any] = []
+
+    async def failing(*args: Any, **kwargs: Any) -> Any:
+        if not failed and when(*args):
+            failed.append(args[0])
+            await wait_until(after, timeout=10, interval=0.001)
+            raise StoreUnavailable("injected: the store went away during the hand-over")
+        return await original(*args, **kwargs)
+
+    setattr(store, method, failing)
+    return failed
+
+
+def head_moved(rt: Runtime, workflow_id: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        head = await rt.backend.runs.get_head(workflow_id)
+        return head is not None and head.value.current_run_id != head.value.first_run_id
+
+    return check
+
+
+def first_run_truncated(rt: Runtime, workflow_id: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        head = await rt.backend.runs.get_head(workflow_id)
+        assert head is not None
+        key = RunKey(workflow_id=workflow_id, run_id=head.value.first_run_id)
+        return 1 == len(await rt.backend.events.read(key))
+
+    return check
+
+
+def moves_to_a_later_run(head: ChainHead) -> bool:
+    return head.current_run_id != head.first_run_id
+
+
+def any_run(key: RunKey) -> bool:
+    return True
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "runtime bug: WorkflowInstance._complete_hand_over truncates the old run "
+        "(Services.apply_retention) concurrently with link_records; a fault after the "
+        "truncation but before move_head leaves the head on a run whose history is only its "
+        "link, and the restarted instance parks it (NonDeterminismError: no workflow.started)"
+    ),
+)
+async def test_a_fault_before_the_head_moves_does_not_strand_the_chain(
+    runtime_factory: RuntimeFactory,
+) -> None:
+    async with runtime_factory(restart_backoff=0.01) as rt:
+        workflow_id = "fault-before-head"
+        failed = fail_once(
+            rt.backend.runs,
+            "put_head",
+            when=moves_to_a_later_run,
+            after=first_run_truncated(rt, workflow_id),
+        )
+        handle = await rt.client.start(short_chain, 2, workflow_id=workflow_id)
+        with anyio.move_on_after(15):
+            await wait_until(_parked_or_done(rt, handle.first_run_id), timeout=None)
+        assert 1 == len(failed)
+        assert {} == (rt.worker.parked if rt.worker else {})
+        assert 3 + 303 == await handle.result(timeout=15)
+        chain = await rt.client.get_workflow_chain(handle.first_run_id)
+        first_events = await rt.client.events(chain[0].run_id)
+
+    assert [RunStatus.CONTINUED_AS_NEW, RunStatus.COMPLETED] == [r.status for r in chain]
+    assert [EventType.WORKFLOW_CONTINUED_AS_NEW] == [e.type for e in first_events]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "runtime bug: a fault in the hand-over projection after the head moved (here in the "
+        "old run's truncation) is never redone: the restarted instance starts from the new "
+        "run, and the default retention only ever truncates the run just ended, so the old "
+        "run keeps its whole history for good"
+    ),
+)
+async def test_a_fault_in_truncation_after_the_head_moved_still_truncates(
+    runtime_factory: RuntimeFactory,
+) -> None:
+    async with runtime_factory(restart_backoff=0.01) as rt:
+        workflow_id = "fault-in-truncation"
+        failed = fail_once(
+            rt.backend.events, "truncate", when=any_run, after=head_moved(rt, workflow_id)
+        )
+        handle = await rt.client.start(short_chain, 3, workflow_id=workflow_id)
+        assert 3 + 303 + 603 == await handle.result(timeout=30)
+        assert 1 == len(failed)
+        chain = await rt.client.get_workflow_chain(handle.first_run_id)
+        events = [await rt.client.events(run.run_id) for run in chain]
+        restarts = rt.worker.statistics().restarts if rt.worker else 0
+
+    assert 1 <= restarts
+    assert [RunStatus.CONTINUED_AS_NEW] * 2 + [RunStatus.COMPLETED] == [r.status for r in chain]
+    assert [[EventType.WORKFLOW_CONTINUED_AS_NEW]] * 2 == [
+        [e.type for e in ev] for ev in events[:2]
+    ]
+
+
+def _parked_or_done(rt: Runtime, first_run_id: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        if rt.worker is not None and rt.worker.parked:
+            return True
+        chain = await rt.client.get_workflow_chain(first_run_id)
+        return bool(chain) and chain[-1].status == RunStatus.COMPLETED
+
+    return check
