@@ -59,6 +59,10 @@ def next_run_id(run_id: str) -> str:
     return uuid.uuid5(_RUN_NAMESPACE, f"{run_id}/next").hex
 
 
+class LeaseHeld(ConcurrencyConflict):
+    """Another worker holds the workflow's lease."""
+
+
 class Passivate(Exception):
     """Internal: the instance has been idle long enough to leave memory."""
 
@@ -134,7 +138,7 @@ class WorkflowInstance:
             self.workflow_id, services.worker_id, services.options.lease_ttl
         )
         if lease is None:
-            raise ConcurrencyConflict(
+            raise LeaseHeld(
                 f"workflow {self.workflow_id!r} is hosted by another worker (its lease is held)"
             )
         self._lease = lease
@@ -152,6 +156,14 @@ class WorkflowInstance:
         self, run_id: str, jobs: MemoryObjectSendStream[Callable[[], Awaitable[object]]]
     ) -> None:
         machine = await self._load(run_id)
+        if machine.continued_from_run_id and machine.outcome is None:
+            # the hand-over that made this run may have stopped between moving the head and
+            # truncating the old run; redoing the retention is idempotent and cheap
+            await jobs.send(
+                functools.partial(
+                    self.services.apply_retention, self.workflow_id, machine.continued_from_run_id
+                )
+            )
         while True:
             outcome = machine.outcome
             if outcome is None:
@@ -649,10 +661,15 @@ class WorkflowInstance:
                 )
             await services.move_head(self.workflow_id, new_run_id)
 
+        async def link_then_truncate() -> None:
+            await link_records()
+            # only once the head has left it may the old run lose its history: a fault before
+            # this point leaves the head on a run that still has everything to redo from
+            await services.apply_retention(self.workflow_id, old_run_id)
+
         async with anyio.create_task_group() as tg:
-            tg.start_soon(link_records)
+            tg.start_soon(link_then_truncate)
             tg.start_soon(self._close_children, machine)
-            tg.start_soon(services.apply_retention, self.workflow_id, old_run_id)
             tg.start_soon(purge_inbox)
         return new_run_id
 
@@ -680,11 +697,11 @@ class WorkflowInstance:
             assert isinstance(outcome, Failed)
             status, result, error = RunStatus.FAILED, None, f"{outcome.error_type}: {outcome.message}"
         packed_result = await services.payloads.pack(result, "workflow result")
-        await services.update_run(
-            run_id, status=status, result=packed_result, error=error, completed_at=now
-        )
         parent = machine.parent
         if parent:
+            # before the record turns terminal: a restarted worker recovers only running
+            # runs, so a crash after this send and before the update redoes both (the send
+            # is deduplicated by its id)
             await services.backend.inbox.send(
                 parent["workflow_id"],
                 "child",
@@ -696,6 +713,9 @@ class WorkflowInstance:
                 },
                 idempotency_id=f"child-end:{run_id}",
             )
+        await services.update_run(
+            run_id, status=status, result=packed_result, error=error, completed_at=now
+        )
         if cursor:
             await services.backend.inbox.purge(self.workflow_id, up_to=cursor)
         services.forget(self.workflow_id)

@@ -14,6 +14,7 @@ sat idle past ``passivate_after``, stops; the next message for it spawns a fresh
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -38,7 +39,7 @@ from ..actors import (
     Terminated,
 )
 from ..persistence import InboxMessage, RunStatus
-from ._instance import WorkflowInstance
+from ._instance import LeaseHeld, WorkflowInstance
 from ._services import Services
 
 __all__ = ["Worker", "WorkerStatistics"]
@@ -70,7 +71,7 @@ class WorkflowActor(Actor):
     async def _host(self, ctx: ActorContext) -> None:
         instance = self.instance
         try:
-            await instance.run()
+            await self._run_when_owned()
         except NonDeterminismError as err:
             log.error("workflow %s parked: %s", instance.workflow_id, err)
             self.worker._parked[instance.workflow_id] = str(err)
@@ -83,6 +84,29 @@ class WorkflowActor(Actor):
             if not instance.finished:
                 self.worker._passivated += 1
         ctx.stop()
+
+    async def _run_when_owned(self) -> None:
+        """Run the instance; while another worker holds the lease, try again each lease
+        period, so a workflow whose worker died is taken over once its lease expires."""
+        services = self.worker.services
+        while True:
+            try:
+                await self.instance.run()
+                return
+            except LeaseHeld:
+                if not await self._still_running():
+                    return
+            period = services.options.lease_ttl.total_seconds()
+            await anyio.sleep(period * (1 + random.random() / 4))
+            self.instance = WorkflowInstance(services, self.instance.workflow_id)
+
+    async def _still_running(self) -> bool:
+        runs = self.worker.services.backend.runs
+        head = await runs.get_head(self.instance.workflow_id)
+        if head is None:
+            return False
+        record = await runs.get_run(head.value.current_run_id)
+        return record is not None and not record.value.status.is_terminal
 
     async def receive(self, ctx: ActorContext, message: object) -> object:
         if isinstance(message, InboxMessage) or message is None:
