@@ -156,9 +156,10 @@ class WorkflowInstance:
         self, run_id: str, jobs: MemoryObjectSendStream[Callable[[], Awaitable[object]]]
     ) -> None:
         machine = await self._load(run_id)
-        if machine.continued_from_run_id and machine.outcome is None:
+        if machine.continued_from_run_id:
             # the hand-over that made this run may have stopped between moving the head and
-            # truncating the old run; redoing the retention is idempotent and cheap
+            # truncating the old run (even if this run has since continued too: the instance
+            # runs ahead of its queued projections); redoing retention is idempotent and cheap
             await jobs.send(
                 functools.partial(
                     self.services.apply_retention, self.workflow_id, machine.continued_from_run_id
