@@ -245,6 +245,8 @@ class LogTail:
         self.path = path
         self.offset = 0
         self.buffer = b""
+        #: step executions seen so far
+        self.steps = 0
 
     def new_lines(self) -> list[list[str]]:
         try:
@@ -256,7 +258,9 @@ class LogTail:
         self.offset += len(data)
         data = self.buffer + data
         complete, _, self.buffer = data.rpartition(b"\n")
-        return [line.split() for line in complete.decode().splitlines() if line]
+        lines = [line.split() for line in complete.decode().splitlines() if line]
+        self.steps += sum(1 for words in lines if words[0] == "RUN")
+        return lines
 
 
 # -- the worker process ---------------------------------------------------------------------

@@ -39,6 +39,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 KILLS = int(os.environ.get("RIVERRUN_E2E_KILLS", "100"))
 SEED = int(os.environ.get("RIVERRUN_E2E_SEED", "20260515"))
 N_WORKFLOWS = 5
+#: this many worker lifetimes in a row without a step execution: the workload is stuck
+WEDGED_AFTER = 8
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -173,8 +175,10 @@ async def test_workflows_survive_worker_kills(
                     await handle.signal("go", len(got))
                     got.append(len(got))
 
+        idle_cycles = 0
         try:
             for cycle in range(KILLS):
+                steps_before = tail.steps
                 # every draw happens whatever the branch, so the schedule depends on SEED only
                 mode_draw, delay, burst = rng.random(), rng.uniform(0.0, 1.0), rng.random()
                 point, nth = rng.choice(("step", "before", "after")), rng.randint(1, 3)
@@ -200,16 +204,24 @@ async def test_workflows_survive_worker_kills(
                 else:
                     kills[f"self:{point}"] += 1
                 worker = None
+                tail.new_lines()
+                idle_cycles = idle_cycles + 1 if tail.steps == steps_before else 0
+                if idle_cycles == WEDGED_AFTER:
+                    break  # no step ran for that many worker lifetimes, signals pending
 
             await send_signals(signals_each)
             _print_kills(kills, time.monotonic() - started_at)
+            if idle_cycles >= WEDGED_AFTER:
+                pytest.fail(
+                    f"no step ran in the last {WEDGED_AFTER} worker lifetimes: "
+                    f"{await checks.diagnose(rt.client, rt.backend)}"
+                )
             assert KILLS == sum(kills.values())
             worker = await _start_worker(nats_server.url, namespace, log, tail)
             try:
                 results = {h.workflow_id: await h.result(timeout=60) for h in handles}
             except TimeoutError:
-                await _xfail_if_known_bug(rt)
-                raise
+                pytest.fail(f"no results: {await checks.diagnose(rt.client, rt.backend)}")
             counts = checks.check_results(
                 results, units=units, signals=sent, runs=checks.runs_by_key(log)
             )
@@ -218,9 +230,8 @@ async def test_workflows_survive_worker_kills(
                 f"{counts.rerun_keys} steps ran more than once (killed before their completion "
                 f"was recorded), at most {counts.max_runs} times"
             )
-            if await rt.client.list_runs(status=RunStatus.RUNNING):
-                await _xfail_if_known_bug(rt)
-            assert [] == await rt.client.list_runs(status=RunStatus.RUNNING)
+            running = await rt.client.list_runs(status=RunStatus.RUNNING)
+            assert [] == running, await checks.diagnose(rt.client, rt.backend)
             all_runs = await rt.client.list_runs()
             print(
                 f"chains: {N_WORKFLOWS} x {kw.expected_runs(units)} runs, "
@@ -249,23 +260,6 @@ def _print_kills(kills: Counter[str], elapsed: float) -> None:
     )
 
 
-async def _xfail_if_known_bug(rt: Runtime) -> None:
-    """A failure whose signature is a known runtime bug is reported as such (xfail); any
-    other failure stays a failure. Remove once the bugs in checks.known_bug are fixed."""
-    bug = await checks.known_bug(rt.client, rt.backend)
-    if bug is not None:
-        pytest.xfail(bug)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "runtime bug: WorkflowInstance._complete_chain marks the child's run completed before "
-        "it sends the 'child' message to the parent's inbox; a worker killed in between "
-        "loses the child's result (a restarted worker only recovers running runs), and the "
-        "parent waits forever"
-    ),
-)
 async def test_child_result_survives_a_kill_before_the_parent_is_told(
     nats_server: EmbeddedNatsServer, namespace: str, tmp_path: Path
 ) -> None:
@@ -286,30 +280,21 @@ async def test_child_result_survives_a_kill_before_the_parent_is_told(
             try:
                 result = await handle.result(timeout=15)
             except TimeoutError:
-                pytest.fail(f"no result: {await checks.known_bug(rt.client, rt.backend)}")
+                pytest.fail(f"no result: {await checks.diagnose(rt.client, rt.backend)}")
         finally:
             if worker is not None:
                 worker.kill()
     assert kw.expected_keys("ce", units) == [t.split("#")[0] for t in result["tokens"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "runtime bug: a worker that finds a workflow's lease held by a dead worker gives the "
-        "workflow up for good (WorkflowInstance._acquire_lease raises ConcurrencyConflict, "
-        "WorkflowActor._host logs it and stops) and never tries again once the lease expires; "
-        "the workflow stalls until an inbox message arrives or a worker restarts"
-    ),
-)
 async def test_a_replacement_worker_takes_over_once_the_lease_expires(
     nats_server: EmbeddedNatsServer, namespace: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "steps.log"
     tail = kw.LogTail(log)
     units = kw.UNITS_PER_SIGNAL
-    # a 5 s lease: the replacement starts well before it expires
-    settings = {kw.LEASE_TTL_ENV: "5"}
+    # a 10 s lease (renewed every 3.3 s): the replacement starts well before it expires
+    settings = {kw.LEASE_TTL_ENV: "10"}
     worker: WorkerProcess | None = None
     async with Runtime.connect(
         nats_server.url, workflows=kw.WORKFLOWS, namespace=namespace, worker=False
@@ -323,7 +308,7 @@ async def test_a_replacement_worker_takes_over_once_the_lease_expires(
             await wait_until(_exited(worker), timeout=30)
             assert ["KILL", "step", str(worker.pid)] in kw.read_log(log)
             worker = await _start_worker(nats_server.url, namespace, log, tail, settings=settings)
-            result = await handle.result(timeout=30)
+            result = await handle.result(timeout=40)
         finally:
             if worker is not None:
                 worker.kill()
