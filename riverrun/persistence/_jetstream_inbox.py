@@ -159,6 +159,10 @@ class JetStreamInbox:
                 stream=self._stream,
                 ordered_consumer=True,
                 deliver_policy=DeliverPolicy.NEW,
+                # nats-py recreates an ordered consumer after two missed heartbeats: 1 s
+                # heartbeats make a worker hear its inbox again ~2 s after a server restart
+                # (the default 5 s left it deaf for 10-20 s)
+                idle_heartbeat=1.0,
             )
         try:
             yield self._messages(sub.messages)
