@@ -237,7 +237,7 @@ class WorkflowHandle:
         first = await self._first_run_id()
         poll = _POLL_MIN
         run_id = first
-        started_here = services._done.get(self.workflow_id)
+        started_here = services.announced_end(self.workflow_id)
         if started_here is not None:
             # started through this runtime, whose worker announces the chain's end: wait for
             # that before reading the store at all

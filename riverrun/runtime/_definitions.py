@@ -19,7 +19,6 @@ __all__ = [
     "definition_of",
     "is_workflow",
     "step",
-    "step_definition_of",
     "workflow",
 ]
 
@@ -28,7 +27,6 @@ R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 _WORKFLOW_ATTR = "__riverrun_workflow__"
-_STEP_ATTR = "__riverrun_step__"
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -125,9 +123,7 @@ def step(
         )
         from ._context import make_step_wrapper
 
-        wrapper = make_step_wrapper(definition)
-        setattr(wrapper, _STEP_ATTR, definition)
-        return cast(F, wrapper)
+        return cast(F, make_step_wrapper(definition))
 
     return decorate(fn) if fn is not None else decorate
 
@@ -175,11 +171,6 @@ def definition_of(obj: object) -> WorkflowDefinition:
     if not isinstance(definition, WorkflowDefinition):
         raise TypeError(f"{obj!r} is not a @workflow function")
     return definition
-
-
-def step_definition_of(obj: object) -> StepDefinition | None:
-    definition = getattr(obj, _STEP_ATTR, None)
-    return definition if isinstance(definition, StepDefinition) else None
 
 
 @attrs.define(eq=False)

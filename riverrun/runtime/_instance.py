@@ -172,7 +172,7 @@ class WorkflowInstance:
                 outcome = await self._drive(machine)
             if isinstance(outcome, ContinuedAsNew):
                 old_run_id = machine.run_id
-                cursor = max(machine.inbox_cursor, self._skipped_to)
+                cursor = self._cursor(machine)
                 first = None
                 if machine.last_event_type != EventType.WORKFLOW_CONTINUED_AS_NEW:
                     first = await self._hand_over(machine, outcome)
@@ -188,7 +188,7 @@ class WorkflowInstance:
                 continue
             if machine.last_event_type not in _TERMINAL_TYPES:
                 await self._record_terminal(machine, outcome)
-            cursor = max(machine.inbox_cursor, self._skipped_to)
+            cursor = self._cursor(machine)
             await jobs.send(
                 functools.partial(self._complete_chain, machine, outcome, machine.run_id, cursor)
             )
@@ -328,6 +328,10 @@ class WorkflowInstance:
                 raise Passivate
         self._wakeup = anyio.Event()
 
+    def _cursor(self, machine: WorkflowMachine) -> int:
+        """The last inbox sequence this run has dealt with: recorded, or skipped as noise."""
+        return max(machine.inbox_cursor, self._skipped_to)
+
     async def _consume_inbox(self, machine: WorkflowMachine) -> None:
         """Record every inbox message after the run's cursor, in order."""
         if not self._inbox_dirty:
@@ -335,7 +339,7 @@ class WorkflowInstance:
         self._inbox_dirty = False
         services = self.services
         assert self.key is not None
-        after = max(machine.inbox_cursor, self._skipped_to)
+        after = self._cursor(machine)
         messages = await services.backend.inbox.read(self.workflow_id, after=after)
         for message in messages:
             if machine.outcome is not None:
@@ -568,7 +572,7 @@ class WorkflowInstance:
                 "execution": machine.execution + 1,
                 "continued_from_run_id": old_key.run_id,
                 "parent": machine.parent,
-                "inbox_cursor": max(machine.inbox_cursor, self._skipped_to),
+                "inbox_cursor": self._cursor(machine),
                 "pending_signals": await payloads.pack_signals(pending_signals),
             },
         )

@@ -270,6 +270,10 @@ class Services:
         if event is not None:
             event.set()
 
+    def announced_end(self, workflow_id: str) -> anyio.Event | None:
+        """The event this process's worker sets when the chain it started ends, if any."""
+        return self._done.get(workflow_id)
+
     def done_event(self, workflow_id: str) -> anyio.Event:
         event = self._done.get(workflow_id)
         if event is None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import attrs
@@ -226,6 +225,3 @@ class Worker:
         if workflow_id in self._rerun and self._ctx is not None:
             self._rerun.discard(workflow_id)
             self._ctx.start_soon(self.deliver, workflow_id, None)
-
-    def instance(self, workflow_id: str) -> Any:
-        return self._refs.get(workflow_id)
