@@ -183,7 +183,12 @@ class WorkflowInstance:
                 if first is None:
                     machine = await self._load(new_run_id)
                 else:
+                    # This instance hosted the old run until now and hears every inbox
+                    # message for the workflow: unless one came in meanwhile, the new run's
+                    # cursor (carried in `first`) is already the end of the inbox.
+                    dirty = self._inbox_dirty
                     machine = self._new_machine(new_run_id)
+                    self._inbox_dirty = dirty
                     machine.apply(first)  # the event we just wrote: no need to read it back
                 continue
             if machine.last_event_type not in _TERMINAL_TYPES:
@@ -343,6 +348,7 @@ class WorkflowInstance:
         messages = await services.backend.inbox.read(self.workflow_id, after=after)
         for message in messages:
             if machine.outcome is not None:
+                self._inbox_dirty = True  # the rest is for the next run, if there is one
                 return
             await self._consume(machine, message)
 
