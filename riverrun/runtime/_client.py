@@ -24,6 +24,7 @@ __all__ = ["Client", "WorkflowHandle"]
 
 _POLL_MIN = 0.02
 _POLL_MAX = 0.5
+_ENDED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
 class Client:
@@ -239,9 +240,13 @@ class WorkflowHandle:
         run_id = first
         started_here = services.announced_end(self.workflow_id)
         if started_here is not None:
-            # started through this runtime, whose worker announces the chain's end: wait for
-            # that before reading the store at all
-            await started_here.wait()
+            # started through this runtime, whose worker announces the chain's end with the
+            # final record it wrote: wait for that before reading the store at all (bounded:
+            # another worker of the namespace may host the chain)
+            with anyio.move_on_after(services.options.lease_ttl.total_seconds()):
+                await started_here.event.wait()
+            if started_here.run is not None:
+                return await self._settle(started_here.run)
         while True:
             done = services.done_event(self.workflow_id)
             head = await runs.get_head(self.workflow_id)
@@ -254,21 +259,23 @@ class WorkflowHandle:
             if run.status == RunStatus.CONTINUED_AS_NEW and run.continued_to_run_id:
                 run_id = run.continued_to_run_id
                 continue
-            if run.status == RunStatus.COMPLETED:
-                return await services.payloads.unpack(run.result)
-            if run.status == RunStatus.FAILED:
-                error = WorkflowFailed(
-                    f"workflow {self.workflow_id!r} failed in run {run.run_id}: {run.error}"
-                )
-                error.cause = run.error  # type: ignore[attr-defined]
-                raise error
-            if run.status == RunStatus.CANCELLED:
-                raise CancellationError(f"workflow {self.workflow_id!r} was cancelled")
+            if run.status in _ENDED:
+                return await self._settle(run)
             with anyio.move_on_after(poll):
                 await done.wait()
             # A worker in this process wakes us through `done`; polling is only the backstop
             # for chains hosted elsewhere, so it backs off quickly.
             poll = min(poll * 2, _POLL_MAX * 4 if services.local_worker else _POLL_MAX)
+
+    async def _settle(self, run: WorkflowRun) -> Any:
+        """The result of a chain whose last run is ``run`` (terminal), or its error."""
+        if run.status == RunStatus.COMPLETED:
+            return await self.client._services.payloads.unpack(run.result)
+        if run.status == RunStatus.CANCELLED:
+            raise CancellationError(f"workflow {self.workflow_id!r} was cancelled")
+        error = WorkflowFailed(f"workflow {self.workflow_id!r} failed in run {run.run_id}: {run.error}")
+        error.cause = run.error  # type: ignore[attr-defined]
+        raise error
 
     async def signal(self, name: str, payload: Any = None) -> None:
         await self.client.signal(self.workflow_id, name, payload)

@@ -724,13 +724,13 @@ class WorkflowInstance:
                 },
                 idempotency_id=f"child-end:{run_id}",
             )
-        await services.update_run(
+        final = await services.update_run(
             run_id, status=status, result=packed_result, error=error, completed_at=now
         )
         if cursor:
             await services.backend.inbox.purge(self.workflow_id, up_to=cursor)
         services.forget(self.workflow_id)
-        services.notify_done(self.workflow_id)
+        services.notify_done(self.workflow_id, final)
 
 
 def _message_of(error: BaseException) -> str:

@@ -29,7 +29,17 @@ from ._machine import WorkflowMachine
 from ._options import RuntimeOptions, validate_workflow_id
 from ._payloads import Payloads
 
-__all__ = ["Services"]
+__all__ = ["ChainEnd", "Services"]
+
+
+@attrs.define(eq=False)
+class ChainEnd:
+    """The end of a chain started through this process, as its worker here recorded it."""
+
+    event: anyio.Event = attrs.field(factory=anyio.Event)
+    #: the final run record as written; ``None`` when the end happened elsewhere (another
+    #: worker hosted the chain), so the waiter reads the store
+    run: WorkflowRun | None = None
 
 
 @attrs.define(eq=False)
@@ -45,7 +55,7 @@ class Services:
     local_worker: bool = False
     #: this runtime's identity as a lease owner
     worker_id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
-    _done: dict[str, anyio.Event] = attrs.field(factory=dict)
+    _done: dict[str, ChainEnd] = attrs.field(factory=dict)
     #: records and heads this process wrote last, with their revisions: an update can
     #: compare-and-set without reading first (a conflict falls back to reading)
     _known_runs: dict[str, Versioned[WorkflowRun]] = attrs.field(factory=dict)
@@ -133,7 +143,7 @@ class Services:
                 await runs.delete_run(run_id)
             raise
         if self.local_worker and workflow_name in self.registry:
-            self._done[workflow_id] = anyio.Event()  # this worker will announce the end
+            self._done[workflow_id] = ChainEnd()  # this worker will announce the end
         await self.backend.inbox.send(workflow_id, "start", {"run_id": run_id})
         return run_id
 
@@ -181,18 +191,20 @@ class Services:
         revision = await self.backend.runs.put_run(run, expected_revision=None)
         self._remember_run(run, revision)
 
-    async def update_run(self, run_id: str, **changes: Any) -> None:
-        """Compare-and-set a run record; one write when this process wrote it last."""
+    async def update_run(self, run_id: str, **changes: Any) -> WorkflowRun | None:
+        """Compare-and-set a run record; one write when this process wrote it last.
+
+        Returns the record as written, ``None`` if there is no such run."""
         runs = self.backend.runs
         current = self._known_runs.pop(run_id, None)
         while True:
             if current is None:
                 current = await runs.get_run(run_id)
                 if current is None:
-                    return
+                    return None
             updated = attrs.evolve(current.value, **changes)
             if updated == current.value:
-                return
+                return updated
             try:
                 revision = await runs.put_run(updated, expected_revision=current.revision)
             except ConcurrencyConflict:
@@ -200,7 +212,7 @@ class Services:
                 continue
             if not updated.status.is_terminal:
                 self._remember_run(updated, revision)
-            return
+            return updated
 
     async def move_head(self, workflow_id: str, run_id: str) -> None:
         runs = self.backend.runs
@@ -265,20 +277,22 @@ class Services:
 
     # -- waiting for chains to end (same process) ----------------------------------------------
 
-    def notify_done(self, workflow_id: str) -> None:
-        event = self._done.pop(workflow_id, None)
-        if event is not None:
-            event.set()
+    def notify_done(self, workflow_id: str, final: WorkflowRun | None = None) -> None:
+        """The chain ended (``final``: its last run record, as this process wrote it)."""
+        end = self._done.pop(workflow_id, None)
+        if end is not None:
+            end.run = final
+            end.event.set()
 
-    def announced_end(self, workflow_id: str) -> anyio.Event | None:
-        """The event this process's worker sets when the chain it started ends, if any."""
+    def announced_end(self, workflow_id: str) -> ChainEnd | None:
+        """What this process's worker sets when the chain it started ends, if any."""
         return self._done.get(workflow_id)
 
     def done_event(self, workflow_id: str) -> anyio.Event:
-        event = self._done.get(workflow_id)
-        if event is None:
-            event = self._done[workflow_id] = anyio.Event()
-        return event
+        end = self._done.get(workflow_id)
+        if end is None:
+            end = self._done[workflow_id] = ChainEnd()
+        return end.event
 
 
 _CACHE_MAX = 10_000

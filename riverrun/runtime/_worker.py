@@ -93,6 +93,8 @@ class WorkflowActor(Actor):
                 await self.instance.run()
                 return
             except LeaseHeld:
+                # another worker hosts it: a handle waiting in this process polls the store
+                services.notify_done(self.instance.workflow_id)
                 if not await self._still_running():
                     return
             period = services.options.lease_ttl.total_seconds()

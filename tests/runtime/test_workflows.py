@@ -323,3 +323,28 @@ async def test_two_workers_in_one_namespace_run_each_step_once(
         for handle in handles:
             assert 45 == await b.client.get_handle(handle.workflow_id).result(timeout=30)
     assert {i: 4 for i in range(10)} == dict(SHARED_RUNS)
+
+
+async def test_a_handle_learns_the_result_of_a_chain_another_worker_hosted(
+    nats_server: Any, namespace: str
+) -> None:
+    """The starting process's worker loses the lease race; its handle gets the result well
+    before a lease period (30 s) passes: told the chain is hosted elsewhere, it polls."""
+    from datetime import timedelta
+
+    from riverrun import Runtime
+
+    async with (
+        Runtime.connect(nats_server.url, workflows=[ten_steps], namespace=namespace) as a,
+        Runtime.connect(nats_server.url, workflows=[ten_steps], namespace=namespace) as b,
+    ):
+        assert b._services is not None
+        # b's worker owns the workflow before it exists, so a's worker finds the lease held
+        lease = await b.backend.runs.acquire_lease(
+            "hosted-by-b", b._services.worker_id, timedelta(seconds=30)
+        )
+        assert lease is not None
+        handle = await a.client.start(ten_steps, 3, workflow_id="hosted-by-b")
+        assert 3 == await handle.result(timeout=20)
+        assert a.worker is not None and b.worker is not None
+        assert 1 == b.worker.statistics().started
