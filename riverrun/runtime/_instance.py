@@ -93,7 +93,7 @@ class WorkflowInstance:
         """Something arrived in this workflow's inbox."""
         self._inbox_dirty = True
         self._wakeup.set()
-        if message is not None and message.kind == "cancel" and self._step_scope is not None:
+        if message is not None and message.kind in _STOPPING and self._step_scope is not None:
             self._step_scope.cancel()  # steps in flight are cancelled cooperatively
 
     async def run(self) -> None:
@@ -362,6 +362,14 @@ class WorkflowInstance:
                 machine,
                 EventType.SIGNAL_RECEIVED,
                 {"name": data["name"], "payload": data.get("payload"), "inbox_seq": seq},
+            )
+        elif kind == "terminate":
+            # ends the run here: the workflow code gets no CancellationError to handle
+            reason = data.get("reason") or "terminated"
+            await self._record(
+                machine,
+                EventType.WORKFLOW_CANCELLED,
+                {"message": f"terminated: {reason}", "terminated": True, "inbox_seq": seq},
             )
         elif kind == "cancel" and not machine.cancel_requested:
             await self._record(
@@ -686,10 +694,10 @@ class WorkflowInstance:
 
     async def _close_children(self, machine: WorkflowMachine) -> None:
         for child_id, policy in list(machine.children.items()):
-            if policy in ("cancel", "terminate"):
+            if policy in _STOPPING:  # the policy's value is the inbox message's kind
                 await self.services.backend.inbox.send(
                     child_id,
-                    "cancel",
+                    policy,
                     {"reason": f"parent {self.workflow_id} closed ({policy})"},
                     idempotency_id=f"close:{machine.run_id}:{child_id}",
                 )
@@ -751,6 +759,9 @@ async def _run_jobs(
             await job()
     then_cancel.cancel()
 
+
+#: inbox kinds that stop a workflow: parent-close policies ``cancel`` and ``terminate``
+_STOPPING = frozenset({"cancel", "terminate"})
 
 _TERMINAL_TYPES = frozenset(
     {

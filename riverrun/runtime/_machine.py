@@ -247,6 +247,8 @@ class WorkflowMachine:
             self.outcome = Failed(error_type=data.get("error_type", ""), message=data["message"])
         elif kind == EventType.WORKFLOW_CANCELLED:
             self.outcome = Cancelled(message=data.get("message", "cancelled"))
+            # a termination is consumed from the inbox straight into the terminal event
+            self.inbox_cursor = max(self.inbox_cursor, int(data.get("inbox_seq") or 0))
         else:
             self.outcome = ContinuedAsNew(
                 args=tuple(data.get("args", ())),

@@ -205,3 +205,62 @@ async def test_starting_a_child_id_that_runs_raises_in_the_workflow(
     async with make_runtime(workflows=[duplicate_child_parent, forever]) as rt:
         handle = await rt.client.start(duplicate_child_parent, "dup", workflow_id="dup-parent")
         assert "refused: WorkflowAlreadyRunning" == await handle.result(timeout=30)
+
+
+CLEANUPS: list[str] = []
+
+
+@step()
+async def clean_up(tag: str) -> str:
+    CLEANUPS.append(tag)
+    return "cleaned"
+
+
+@workflow()
+async def stubborn(tag: str) -> str:
+    try:
+        await wait_for_signal("never")
+    except CancellationError:
+        return await clean_up(tag)  # handles a cancellation: finishes its own way
+    return "signalled"
+
+
+@workflow()
+async def closing_parent(tag: str, policy: str) -> str:
+    await start_child(
+        stubborn, tag, workflow_id=f"{tag}-child", parent_close_policy=ParentClosePolicy(policy)
+    )
+    await wait_for_signal("go")
+    return "done"
+
+
+async def test_terminate_policy_ends_a_child_without_running_its_handlers(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[closing_parent, stubborn]) as rt:
+        results: dict[str, Any] = {}
+        for policy in ("cancel", "terminate"):
+            tag = f"close-{policy}-{id(rt)}"
+            handle = await rt.client.start(closing_parent, tag, policy, workflow_id=tag)
+
+            async def child_waits(tag: str = tag) -> bool:
+                return bool(await rt.client.list_runs(workflow_id=f"{tag}-child"))
+
+            await wait_until(child_waits)
+            await handle.signal("go")
+            assert "done" == await handle.result(timeout=30)
+            child_handle = rt.client.get_handle(f"{tag}-child")
+            try:
+                results[policy] = await child_handle.result(timeout=30)
+            except CancellationError as err:
+                results[policy] = err
+            events = await child_handle.events()
+            if policy == "terminate":
+                assert EventType.WORKFLOW_CANCELLED == events[-1].type
+                assert events[-1].data["terminated"] is True
+                assert RunStatus.CANCELLED == await status_of(rt, f"{tag}-child")
+                assert tag not in CLEANUPS
+            else:
+                assert tag in CLEANUPS
+    assert "cleaned" == results["cancel"]  # a cancellation the child handled
+    assert isinstance(results["terminate"], CancellationError)
