@@ -122,14 +122,36 @@ class Client:
         key = RunKey(workflow_id=record.value.workflow_id, run_id=run_id)
         return [to_event(e) for e in await self._services.backend.events.read(key)]
 
-    async def signal(self, workflow_or_run_id: str, name: str, payload: Any = None) -> None:
-        """Send a signal to the chain's current run (by workflow id, or any run id of it)."""
+    async def signal(
+        self,
+        workflow_or_run_id: str,
+        name: str,
+        payload: Any = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """Send a signal to the chain's current run (by workflow id, or any run id of it).
+
+        Args:
+            idempotency_key: makes a retried send safe: a second signal to the same workflow
+                with the same key is dropped (within the inbox's duplicate window, 2 minutes
+                on JetStream), so retrying after a lost acknowledgement delivers it once.
+        """
         if not isinstance(name, str) or not name:
             raise ValueError(f"signal name must be a non-empty string, got {name!r}")
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not idempotency_key
+        ):
+            raise ValueError(
+                f"idempotency_key must be a non-empty string or None, got {idempotency_key!r}"
+            )
         workflow_id = await self._resolve(workflow_or_run_id)
         packed = await self._services.payloads.pack(payload, f"signal {name!r} payload")
         await self._services.backend.inbox.send(
-            workflow_id, "signal", {"name": name, "payload": packed}
+            workflow_id,
+            "signal",
+            {"name": name, "payload": packed},
+            idempotency_id=None if idempotency_key is None else f"signal:{idempotency_key}",
         )
 
     async def cancel(self, workflow_or_run_id: str, *, reason: str | None = None) -> bool:
@@ -277,8 +299,13 @@ class WorkflowHandle:
         error.cause = run.error  # type: ignore[attr-defined]
         raise error
 
-    async def signal(self, name: str, payload: Any = None) -> None:
-        await self.client.signal(self.workflow_id, name, payload)
+    async def signal(
+        self, name: str, payload: Any = None, *, idempotency_key: str | None = None
+    ) -> None:
+        """Send a signal; see ``Client.signal`` for ``idempotency_key``."""
+        await self.client.signal(
+            self.workflow_id, name, payload, idempotency_key=idempotency_key
+        )
 
     async def cancel(self) -> bool:
         return await self.client.cancel(self.workflow_id)

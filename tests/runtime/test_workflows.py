@@ -348,3 +348,18 @@ async def test_a_handle_learns_the_result_of_a_chain_another_worker_hosted(
         assert 3 == await handle.result(timeout=20)
         assert a.worker is not None and b.worker is not None
         assert 1 == b.worker.statistics().started
+
+
+async def test_a_signal_resent_with_its_idempotency_key_arrives_once(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[wf.signal_collector]) as rt:
+        handle = await rt.client.start(wf.signal_collector, 4, [])
+        for item in ("a", "b", "c"):
+            await handle.signal("item", item, idempotency_key=f"msg-{item}")
+            # a client retrying after a lost acknowledgement sends the same key again
+            await handle.signal("item", item, idempotency_key=f"msg-{item}")
+        await rt.client.signal(handle.workflow_id, "item", "d")  # no key: never deduplicated
+        assert ["a", "b", "c", "d"] == await handle.result(timeout=30)
+        with pytest.raises(ValueError, match="idempotency_key"):
+            await handle.signal("item", "e", idempotency_key="")
