@@ -261,7 +261,7 @@ class WorkflowHandle:
         poll = _POLL_MIN
         run_id = first
         started_here = services.announced_end(self.workflow_id)
-        if started_here is not None:
+        if started_here is not None and started_here.first_run_id == first:
             # started through this runtime, whose worker announces the chain's end with the
             # final record it wrote: wait for that before reading the store at all (bounded:
             # another worker of the namespace may host the chain)

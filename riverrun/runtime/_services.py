@@ -36,6 +36,8 @@ __all__ = ["ChainEnd", "Services"]
 class ChainEnd:
     """The end of a chain started through this process, as its worker here recorded it."""
 
+    #: the chain's first run (``None``: a waiter's placeholder, not made by a start)
+    first_run_id: str | None = None
     event: anyio.Event = attrs.field(factory=anyio.Event)
     #: the final run record as written; ``None`` when the end happened elsewhere (another
     #: worker hosted the chain), so the waiter reads the store
@@ -143,7 +145,7 @@ class Services:
                 await runs.delete_run(run_id)
             raise
         if self.local_worker and workflow_name in self.registry:
-            self._done[workflow_id] = ChainEnd()  # this worker will announce the end
+            self._done[workflow_id] = ChainEnd(run_id)  # this worker will announce the end
         await self.backend.inbox.send(workflow_id, "start", {"run_id": run_id})
         return run_id
 

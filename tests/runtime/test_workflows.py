@@ -363,3 +363,18 @@ async def test_a_signal_resent_with_its_idempotency_key_arrives_once(
         assert ["a", "b", "c", "d"] == await handle.result(timeout=30)
         with pytest.raises(ValueError, match="idempotency_key"):
             await handle.signal("item", "e", idempotency_key="")
+
+
+async def test_a_handle_on_an_ended_chain_ignores_a_newer_chain_of_the_same_id(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[wf.signal_collector]) as rt:
+        first = await rt.client.start(wf.signal_collector, 1, [], workflow_id="reused-id")
+        await first.signal("item", "x")
+        assert ["x"] == await first.result(timeout=30)
+        second = await rt.client.start(wf.signal_collector, 1, [], workflow_id="reused-id")
+        assert second.first_run_id != first.first_run_id
+        # the newer chain is still waiting for its signal; the older handle's answer is its own
+        assert ["x"] == await first.result(timeout=10)
+        await second.signal("item", "y")
+        assert ["y"] == await second.result(timeout=30)
