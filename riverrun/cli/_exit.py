@@ -56,7 +56,9 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, *, exit_code: ExitCode = ExitCode.FAILED) -> None:
         super().__init__(message)
-        self.exit_code = int(exit_code)
+        # click declares ``exit_code`` a ClassVar (8.5+); the per-instance code lives in the
+        # instance dict, which shadows the class attribute wherever click reads it
+        vars(self)["exit_code"] = int(exit_code)
 
     def show(self, file: IO[str] | None = None) -> None:
         click.echo(f"riverrun: error: {self.format_message()}", file=file or sys.stderr)
