@@ -1,0 +1,107 @@
+"""Identities and chains: workflow ids, child ids, reused ids, ended chains, lost records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from riverrun import (
+    RunStatus,
+    WorkflowNotRunning,
+    continue_as_new,
+    wait_for_signal,
+    workflow,
+)
+from riverrun.runtime._options import validate_workflow_id
+
+from .conftest import RuntimeFactory
+
+pytestmark = pytest.mark.anyio
+
+
+@workflow()
+async def echo(value: Any) -> Any:
+    return value
+
+
+@workflow()
+async def approval() -> Any:
+    return await wait_for_signal("approve")
+
+
+@workflow()
+async def approve_once() -> Any:
+    # consumes one "approve" and ends: a second "approve" stays in the inbox, unconsumed
+    return await wait_for_signal("approve")
+
+
+# -- workflow ids ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["", "a\n", "a b", "x" * 201, "é"])
+def test_invalid_workflow_ids_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="invalid workflow_id"):
+        validate_workflow_id(bad)
+
+
+async def test_start_refuses_an_empty_or_newline_terminated_id(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[echo]) as rt:
+        for bad in ("", "order-1\n"):
+            with pytest.raises(ValueError, match="invalid workflow_id"):
+                await rt.client.start(echo, 1, workflow_id=bad)
+        assert [] == await rt.client.list_runs(workflow_name="echo")
+
+
+# -- signals and cancels to a chain that has ended ------------------------------------------
+
+
+async def test_signal_to_an_ended_chain_raises_with_its_status(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[echo, approval]) as rt:
+        done = await rt.client.start(echo, 7, workflow_id="ended-signal")
+        assert 7 == await done.result(timeout=30)
+        with pytest.raises(WorkflowNotRunning, match="completed") as caught:
+            await done.signal("approve", True)
+        assert caught.value.status == "completed"
+        assert caught.value.workflow_id == "ended-signal"
+        assert caught.value.run_id == done.first_run_id
+        # by run id too
+        with pytest.raises(WorkflowNotRunning, match="completed"):
+            await rt.client.signal(done.first_run_id, "approve")
+        # cancel of an ended chain sends nothing and says so
+        assert await done.cancel() is False
+
+        cancelled = await rt.client.start(approval, workflow_id="ended-cancelled")
+        assert await cancelled.cancel() is True
+        with pytest.raises(Exception, match="cancelled"):
+            await cancelled.result(timeout=30)
+        with pytest.raises(WorkflowNotRunning, match="cancelled") as caught:
+            await cancelled.signal("approve")
+        assert caught.value.status == "cancelled"
+
+        # a running chain still gets its signal
+        running = await rt.client.start(approval, workflow_id="running-signal")
+        await running.signal("approve", "yes")
+        assert "yes" == await running.result(timeout=30)
+
+
+@workflow()
+async def continue_once(n: int = 0) -> Any:
+    if n == 0:
+        continue_as_new(1)
+    return await wait_for_signal("approve")
+
+
+async def test_signal_by_an_old_run_id_reaches_the_running_successor(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[continue_once]) as rt:
+        handle = await rt.client.start(continue_once, workflow_id="old-run-signal")
+        await rt.client.signal(handle.first_run_id, "approve", "ok")
+        assert "ok" == await handle.result(timeout=30)
+        chain = await rt.client.get_workflow_chain(handle.first_run_id)
+        assert [RunStatus.CONTINUED_AS_NEW, RunStatus.COMPLETED] == [r.status for r in chain]
