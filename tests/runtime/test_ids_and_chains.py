@@ -8,11 +8,15 @@ import pytest
 
 from riverrun import (
     RunStatus,
+    WorkflowFailed,
     WorkflowNotRunning,
     continue_as_new,
+    execute_child,
+    start_child,
     wait_for_signal,
     workflow,
 )
+from riverrun.runtime._children import default_child_id
 from riverrun.runtime._options import validate_workflow_id
 
 from .conftest import RuntimeFactory
@@ -105,3 +109,57 @@ async def test_signal_by_an_old_run_id_reaches_the_running_successor(
         assert "ok" == await handle.result(timeout=30)
         chain = await rt.client.get_workflow_chain(handle.first_run_id)
         assert [RunStatus.CONTINUED_AS_NEW, RunStatus.COMPLETED] == [r.status for r in chain]
+
+
+# -- child ids --------------------------------------------------------------------------------
+
+
+def test_default_child_ids_are_valid_and_distinct_for_long_parent_ids() -> None:
+    run_id = "0123456789abcdef"
+    short = default_child_id("order-1", run_id, 3)
+    assert "order-1.child-01234567-3" == short
+    ids = {default_child_id(p + "x" * 190, run_id, 12345) for p in ("a", "b")}
+    assert 2 == len(ids)
+    for child_id in ids | {default_child_id("p" * 200, run_id, 10**9)}:
+        assert validate_workflow_id(child_id) == child_id
+        assert child_id.startswith(("axxx", "bxxx", "pppp"))
+
+
+@workflow()
+async def parent_of_default(tag: str) -> Any:
+    return await execute_child(echo, tag)
+
+
+@workflow()
+async def parent_with_bad_child_id(catch: bool) -> Any:
+    try:
+        await start_child(echo, 1, workflow_id="bad id with spaces")
+    except ValueError as err:
+        if not catch:
+            raise
+        return f"refused: {err}"
+    return "started"
+
+
+async def test_a_long_parent_id_gets_a_valid_default_child_id(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[echo, parent_of_default]) as rt:
+        parent_id = "p" * 190
+        handle = await rt.client.start(parent_of_default, "ok", workflow_id=parent_id)
+        assert "ok" == await handle.result(timeout=30)
+        children = await rt.client.list_runs(workflow_name="echo")
+        assert [parent_id] == [r.parent_workflow_id for r in children]
+        assert len(children[0].workflow_id) <= 200
+
+
+async def test_an_invalid_explicit_child_id_raises_value_error_in_the_workflow(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[echo, parent_with_bad_child_id]) as rt:
+        caught = await rt.client.start(parent_with_bad_child_id, True, workflow_id="bad-child-1")
+        assert (await caught.result(timeout=30)).startswith("refused: invalid workflow_id")
+        uncaught = await rt.client.start(parent_with_bad_child_id, False, workflow_id="bad-child-2")
+        with pytest.raises(WorkflowFailed, match="ValueError"):
+            await uncaught.result(timeout=30)
+        assert [] == await rt.client.list_runs(workflow_name="echo")
