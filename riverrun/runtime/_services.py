@@ -98,6 +98,11 @@ class Services:
             if head is not None:
                 await self._check_not_running(workflow_id, head.value.current_run_id)
         run_id = idempotent_run_id or uuid.uuid4().hex
+        # A new chain starts after everything addressed to earlier chains of this id: their
+        # unconsumed signals, cancels and child results stay behind its inbox cursor. (A
+        # message sent to an earlier chain after this read and before the head moves, which
+        # needs a sender that saw that chain running, still reaches the new chain.)
+        inbox_cursor = await self.backend.inbox.last_sequence(workflow_id)
         data = {
             "workflow_name": workflow_name,
             "version": version,
@@ -106,7 +111,7 @@ class Services:
             "execution": 1,
             "continued_from_run_id": None,
             "parent": dict(parent) if parent else None,
-            "inbox_cursor": 0,
+            "inbox_cursor": inbox_cursor,
         }
         packed = await self.payloads.pack_data(data, f"workflow {workflow_name!r} arguments")
         now = self.clock.now()

@@ -163,3 +163,27 @@ async def test_an_invalid_explicit_child_id_raises_value_error_in_the_workflow(
         with pytest.raises(WorkflowFailed, match="ValueError"):
             await uncaught.result(timeout=30)
         assert [] == await rt.client.list_runs(workflow_name="echo")
+
+
+# -- a reused workflow id -------------------------------------------------------------------
+
+
+async def test_a_new_chain_does_not_get_the_previous_chains_leftover_messages(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[approval]) as rt:
+        old = await rt.client.start(approval, workflow_id="reused-id")
+        await old.signal("approve", "old-1")
+        assert "old-1" == await old.result(timeout=30)
+        # addressed to the old chain, never consumed by it: a second approve that raced the
+        # chain's end, and a late cancel
+        await rt.backend.inbox.send("reused-id", "signal", {"name": "approve", "payload": "old-2"})
+        await rt.backend.inbox.send("reused-id", "cancel", {"reason": "late"})
+
+        new = await rt.client.start(approval, workflow_id="reused-id")
+        assert new.first_run_id != old.first_run_id
+        await new.signal("approve", "new-1")
+        assert "new-1" == await new.result(timeout=30)
+        types = [e.type.value for e in await new.events()]
+        assert "cancellation.requested" not in types
+        assert 1 == types.count("signal.received")
