@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+import attrs
 import pytest
 
 from riverrun import (
+    Retention,
     RunStatus,
     WorkflowFailed,
     WorkflowNotRunning,
+    WorkflowRun,
     continue_as_new,
     execute_child,
     start_child,
@@ -187,3 +191,87 @@ async def test_a_new_chain_does_not_get_the_previous_chains_leftover_messages(
         types = [e.type.value for e in await new.events()]
         assert "cancellation.requested" not in types
         assert 1 == types.count("signal.received")
+
+
+# -- run records rebuilt from the log -------------------------------------------------------
+
+
+@workflow()
+async def counts_down(n: int) -> str:
+    if n > 0:
+        continue_as_new(n - 1)
+    return "liftoff"
+
+
+@workflow()
+async def fails(message: str) -> None:
+    raise KeyError(message)
+
+
+def _timeless(run: WorkflowRun) -> WorkflowRun:
+    # the store's timestamps are taken when the records are written, a moment after the events
+    return attrs.evolve(run, created_at=_EPOCH, completed_at=None)
+
+
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+async def test_a_deleted_run_record_is_rebuilt_from_the_log(make_runtime: RuntimeFactory) -> None:
+    async with make_runtime(workflows=[echo, fails]) as rt:
+        handle = await rt.client.start(echo, {"answer": 42}, workflow_id="lost-record")
+        assert {"answer": 42} == await handle.result(timeout=30)
+        original = await handle.describe()
+        await rt.backend.runs.delete_run(handle.first_run_id)
+        assert await rt.backend.runs.get_run(handle.first_run_id) is None
+
+        fresh = rt.client.get_handle("lost-record")
+        assert {"answer": 42} == await fresh.result(timeout=30)
+        assert _timeless(original) == _timeless(await fresh.describe())
+        chain = await rt.client.get_workflow_chain(handle.first_run_id)
+        assert [_timeless(original)] == [_timeless(r) for r in chain]
+        assert await rt.backend.runs.get_run(handle.first_run_id) is not None  # written back
+        with pytest.raises(WorkflowNotRunning, match="completed"):
+            await fresh.signal("anything")
+
+        failed = await rt.client.start(fails, "boom", workflow_id="lost-failed")
+        with pytest.raises(WorkflowFailed, match="boom"):
+            await failed.result(timeout=30)
+        original = await failed.describe()
+        assert (RunStatus.FAILED, "KeyError: 'boom'") == (original.status, original.error)
+        await rt.backend.runs.delete_run(failed.first_run_id)
+        rebuilt = await rt.client.get_handle("lost-failed").describe()
+        assert _timeless(original) == _timeless(rebuilt)
+
+
+async def test_deleted_records_of_a_chain_are_rebuilt_from_the_log(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[counts_down], retention=Retention(keep_last=10)) as rt:
+        handle = await rt.client.start(counts_down, 3, workflow_id="lost-chain")
+        assert "liftoff" == await handle.result(timeout=30)
+        original = await rt.client.get_workflow_chain(handle.first_run_id)
+        assert 4 == len(original)
+        for run in original:
+            await rt.backend.runs.delete_run(run.run_id)
+
+        current = await rt.client.get_handle("lost-chain").describe()
+        assert _timeless(original[-1]) == _timeless(current)
+        assert "liftoff" == await rt.client.get_handle("lost-chain").result(timeout=30)
+        rebuilt = await rt.client.get_workflow_chain(current.run_id)
+        assert [_timeless(r) for r in original] == [_timeless(r) for r in rebuilt]
+
+
+async def test_a_chain_whose_head_is_lost_is_still_reached_by_its_run_ids(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[counts_down]) as rt:
+        handle = await rt.client.start(counts_down, 1, workflow_id="lost-head")
+        assert "liftoff" == await handle.result(timeout=30)
+        chain = await rt.client.get_workflow_chain(handle.first_run_id)
+        await rt.backend.runs.delete_head("lost-head")
+
+        assert chain[-1] == await handle.describe()  # from its first run, through the links
+        assert chain == await rt.client.get_workflow_chain(handle.first_run_id)
+        with pytest.raises(WorkflowNotRunning, match="completed") as caught:
+            await rt.client.signal(handle.first_run_id, "approve")
+        assert chain[-1].run_id == caught.value.run_id
