@@ -370,8 +370,9 @@ class WorkflowHandle:
 
 def _not_running(run: WorkflowRun, what: str) -> WorkflowNotRunning:
     return WorkflowNotRunning(
-        f"workflow {run.workflow_id!r} is not running: its chain ended {run.status.value} "
-        f"(run {run.run_id}), so {what}. Start a new chain to use this id again",
+        f"workflow {run.workflow_id!r} is not running: its chain has ended with status "
+        f"{run.status.value!r} (last run {run.run_id}), so {what}. Start a new chain to use "
+        "this workflow id again",
         workflow_id=run.workflow_id,
         run_id=run.run_id,
         status=run.status.value,
