@@ -156,8 +156,8 @@ class Client:
 
         The chain must be running: a signal to a chain that has ended would never be
         delivered, so it raises instead. (A chain that ends after this check and before it
-        consumes the signal leaves the signal unconsumed; it is never delivered to a later
-        chain of the same workflow id either.)
+        consumes the signal leaves the signal unconsumed; a later chain of the same workflow
+        id started after the signal arrived never gets it either.)
 
         Args:
             idempotency_key: makes a retried send safe: a second signal to the same workflow
@@ -192,8 +192,8 @@ class Client:
 
         Returns ``False``, sending nothing, if the chain already ended (cancelling is
         idempotent: the outcome the caller asked for, a chain that is not running, holds).
-        A chain that ends right after this check leaves the request unconsumed; it never
-        reaches a later chain of the same workflow id.
+        A chain that ends right after this check leaves the request unconsumed; a later
+        chain of the same workflow id started after it arrived never gets it.
         """
         current = await self._locate(workflow_or_run_id)
         if current.status in _ENDED:
