@@ -13,6 +13,7 @@ from ._errors import (
     WorkflowFailed as WorkflowFailed,
     WorkflowNotFound as WorkflowNotFound,
     WorkflowNotRegistered as WorkflowNotRegistered,
+    WorkflowNotRunning as WorkflowNotRunning,
 )
 from .persistence import RunStatus as RunStatus, WorkflowRun as WorkflowRun
 from .runtime import (
@@ -69,6 +70,7 @@ __all__ = [
     "WorkflowInfo",
     "WorkflowNotFound",
     "WorkflowNotRegistered",
+    "WorkflowNotRunning",
     "WorkflowRun",
     "__version__",
     "continue_as_new",

@@ -23,6 +23,7 @@ of riverrun::
         ├── WorkflowNotRegistered (LookupError)
         ├── WorkflowNotFound (LookupError)
         ├── WorkflowAlreadyRunning
+        ├── WorkflowNotRunning             a signal to a chain that has ended
         ├── WorkflowFailed                 handle.result() of a run that failed
         ├── NonDeterminismError            replay diverged from the recorded history
         ├── SerializationError (TypeError) an argument or result the codec cannot carry
@@ -64,6 +65,7 @@ __all__ = [
     "WorkflowFailed",
     "WorkflowNotFound",
     "WorkflowNotRegistered",
+    "WorkflowNotRunning",
 ]
 
 
@@ -170,3 +172,17 @@ class RuntimeClosed(WorkflowError, RuntimeError):
 
 class CancellationError(WorkflowError):
     """The workflow was cancelled (also raised by ``handle.result()`` of a cancelled chain)."""
+
+
+class WorkflowNotRunning(WorkflowError):
+    """The workflow chain has ended, so a signal sent to it would never be delivered.
+
+    ``workflow_id``, ``run_id`` (its last run) and ``status`` (its final status, a
+    ``RunStatus`` value such as ``"completed"``) say which chain and how it ended.
+    """
+
+    def __init__(self, message: str, *, workflow_id: str, run_id: str, status: str) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.status = status

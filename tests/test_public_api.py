@@ -29,6 +29,7 @@ FROZEN = [
     "WorkflowInfo",
     "WorkflowNotFound",
     "WorkflowNotRegistered",
+    "WorkflowNotRunning",
     "WorkflowRun",
     "__version__",
     "continue_as_new",

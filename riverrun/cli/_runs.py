@@ -251,7 +251,10 @@ def cancel(settings: Settings, ident: str) -> None:
 @connection_options(envvar=False)
 @pass_settings
 def signal(settings: Settings, ident: str, name: str, payload: str | None) -> None:
-    """Send the signal NAME, with an optional JSON payload, to a workflow."""
+    """Send the signal NAME, with an optional JSON payload, to a workflow.
+
+    Exits 1, sending nothing, if the workflow's chain has ended (the message names how).
+    """
     value: Any = None if payload is None else parse_json(payload, what="PAYLOAD")
 
     async def go() -> None:

@@ -113,6 +113,15 @@ class JetStreamInbox:
             start = out[-1].sequence + 1
         return out
 
+    async def last_sequence(self, workflow_id: str) -> int:
+        """The sequence of the workflow's last inbox message (one direct get); 0 if none."""
+        subject = self._names.inbox_subject(workflow_id)
+        with translate_errors(self._conn.url, f"read the last inbox message of {workflow_id}"):
+            msg = await self._conn.direct_last(self._stream, subject)
+        if msg is None:
+            return 0
+        return int((msg.headers or {})["Nats-Sequence"])
+
     async def schedule(
         self,
         workflow_id: str,

@@ -95,6 +95,12 @@ class MemoryInbox:
         selected = [m for m in self._messages.get(workflow_id, ()) if m.sequence > after]
         return selected if limit is None else selected[:limit]
 
+    async def last_sequence(self, workflow_id: str) -> int:
+        """The sequence of the workflow's last inbox message; 0 if it holds none."""
+        await anyio.lowlevel.checkpoint()
+        messages = self._messages.get(workflow_id)
+        return messages[-1].sequence if messages else 0
+
     async def schedule(
         self,
         workflow_id: str,

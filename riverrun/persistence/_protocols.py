@@ -150,6 +150,10 @@ class Inbox(Protocol):
         """Messages with sequence > ``after``, in order."""
         ...
 
+    async def last_sequence(self, workflow_id: str) -> int:
+        """The sequence of the last message in the workflow's inbox; 0 if it holds none."""
+        ...
+
     async def schedule(
         self,
         workflow_id: str,

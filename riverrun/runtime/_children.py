@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from ._commands import ParentClosePolicy, StartChild, command_awaitable
 from ._context import current_scope
 from ._definitions import definition_of, is_workflow
 from ._machine import ChildHandle
+from ._options import MAX_WORKFLOW_ID, validate_workflow_id
 
-__all__ = ["execute_child", "start_child"]
+__all__ = ["default_child_id", "execute_child", "start_child"]
+
+
+def default_child_id(parent_id: str, run_id: str, position: int) -> str:
+    """``<parent id>.child-<run id[:8]>-<position>``, always a valid id: when the parent's id
+    is too long for that, its head is kept and its tail replaced by a hash of the whole
+    (deterministic, so the same on replay; distinct parents keep distinct child ids)."""
+    suffix = f".child-{run_id[:8]}-{position}"
+    if len(parent_id) + len(suffix) <= MAX_WORKFLOW_ID:
+        return parent_id + suffix
+    digest = hashlib.sha256(parent_id.encode()).hexdigest()[:16]
+    keep = MAX_WORKFLOW_ID - len(suffix) - len(digest) - 1
+    return f"{parent_id[:keep]}.{digest}{suffix}"
 
 
 async def start_child(
@@ -24,6 +38,10 @@ async def start_child(
     The child is cancelled when this run closes (including when it continues as new) unless
     ``parent_close_policy=ParentClosePolicy.ABANDON``. A child that continues as new is still
     running; ``await handle.result()`` waits for its chain's final result.
+
+    Raises:
+        ValueError: ``workflow_id`` is not a valid workflow id (checked here, at the call).
+        WorkflowAlreadyRunning: a chain with that ``workflow_id`` is running.
     """
     scope = current_scope("start_child()")
     if is_workflow(wf):
@@ -35,7 +53,11 @@ async def start_child(
     policy = ParentClosePolicy(parent_close_policy)
     scope.check_serializable({"args": list(args), "kwargs": kwargs}, f"child {name}() arguments")
     info = scope.info()
-    child_id = workflow_id or f"{info.workflow_id}.child-{info.run_id[:8]}-{info.history_length}"
+    if workflow_id is None:
+        child_id = default_child_id(info.workflow_id, info.run_id, info.history_length)
+    else:
+        # here, in the workflow's code: an invalid id must not reach the worker's start
+        child_id = validate_workflow_id(workflow_id)
     handle: ChildHandle = await command_awaitable(
         StartChild(
             workflow_name=name,

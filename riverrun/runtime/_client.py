@@ -13,6 +13,7 @@ from .._errors import (
     CancellationError,
     WorkflowFailed,
     WorkflowNotFound,
+    WorkflowNotRunning,
 )
 from ..persistence import RunKey, RunStatus, WorkflowRun
 from ._definitions import definition_of, is_workflow
@@ -47,9 +48,11 @@ class Client:
 
         Args:
             wf: a ``@workflow`` function, or a registered workflow name.
-            workflow_id: stable id for the chain (generated when omitted).
+            workflow_id: stable id for the chain (generated when omitted or ``None``):
+                1-200 characters from letters, digits and ``_ - : . @ = + /``.
 
         Raises:
+            ValueError: ``workflow_id`` is not a valid id (an empty string included).
             WorkflowAlreadyRunning: a chain with this id is running.
             SerializationError: an argument cannot be serialized (the message names it).
         """
@@ -66,7 +69,7 @@ class Client:
             raise TypeError(f"start() needs a @workflow function or a workflow name, not {wf!r}")
         import uuid
 
-        workflow_id = validate_workflow_id(workflow_id or uuid.uuid4().hex)
+        workflow_id = validate_workflow_id(uuid.uuid4().hex if workflow_id is None else workflow_id)
         services.payloads.check({"args": list(args), "kwargs": kwargs}, f"{name}() arguments")
         run_id = await services.start_chain(
             name, args, kwargs, workflow_id=workflow_id, version=version
@@ -98,29 +101,48 @@ class Client:
 
     async def get_workflow_chain(self, run_id: str) -> list[WorkflowRun]:
         """Every run of the chain ``run_id`` belongs to, first to last; ``[]`` if unknown."""
-        runs = self._services.backend.runs
-        record = await runs.get_run(run_id)
+        services = self._services
+        record = await services.backend.runs.get_run(run_id)
         if record is None:
             return []
         chain = [record.value]
+        # a missing record of a neighbour is rebuilt from its events (its workflow id is known)
         while chain[0].continued_from_run_id:
-            previous = await runs.get_run(chain[0].continued_from_run_id)
+            previous = await services.read_run(
+                chain[0].continued_from_run_id,
+                workflow_id=chain[0].workflow_id,
+                workflow_name=chain[0].workflow_name,
+                execution=chain[0].execution - 1,
+            )
             if previous is None:
                 break  # pruned
-            chain.insert(0, previous.value)
+            chain.insert(0, previous)
         while chain[-1].continued_to_run_id:
-            following = await runs.get_run(chain[-1].continued_to_run_id)
+            following = await services.read_run(
+                chain[-1].continued_to_run_id,
+                workflow_id=chain[-1].workflow_id,
+                workflow_name=chain[-1].workflow_name,
+                execution=chain[-1].execution + 1,
+            )
             if following is None:
                 break
-            chain.append(following.value)
+            chain.append(following)
         return [await self._public(r) for r in chain]
 
     async def events(self, run_id: str) -> list[Event]:
+        return await self._events(run_id)
+
+    async def _events(self, run_id: str, workflow_id: str | None = None) -> list[Event]:
         record = await self._services.backend.runs.get_run(run_id)
-        if record is None:
+        if record is not None:
+            workflow_id = record.value.workflow_id
+        if workflow_id is None:
             raise WorkflowNotFound(f"no run with id {run_id!r} in this namespace")
-        key = RunKey(workflow_id=record.value.workflow_id, run_id=run_id)
-        return [to_event(e) for e in await self._services.backend.events.read(key)]
+        key = RunKey(workflow_id=workflow_id, run_id=run_id)
+        events = [to_event(e) for e in await self._services.backend.events.read(key)]
+        if record is None and not events:
+            raise WorkflowNotFound(f"no run {run_id!r} of workflow {workflow_id!r}")
+        return events
 
     async def signal(
         self,
@@ -132,10 +154,19 @@ class Client:
     ) -> None:
         """Send a signal to the chain's current run (by workflow id, or any run id of it).
 
+        The chain must be running: a signal to a chain that has ended would never be
+        delivered, so it raises instead. (A chain that ends after this check and before it
+        consumes the signal leaves the signal unconsumed; a later chain of the same workflow
+        id started after the signal arrived never gets it either.)
+
         Args:
             idempotency_key: makes a retried send safe: a second signal to the same workflow
                 with the same key is dropped (within the inbox's duplicate window, 2 minutes
                 on JetStream), so retrying after a lost acknowledgement delivers it once.
+
+        Raises:
+            WorkflowNotRunning: the chain has ended (its final status is in the message).
+            WorkflowNotFound: no workflow or run has that id.
         """
         if not isinstance(name, str) or not name:
             raise ValueError(f"signal name must be a non-empty string, got {name!r}")
@@ -145,22 +176,31 @@ class Client:
             raise ValueError(
                 f"idempotency_key must be a non-empty string or None, got {idempotency_key!r}"
             )
-        workflow_id = await self._resolve(workflow_or_run_id)
+        current = await self._locate(workflow_or_run_id)
+        if current.status in _ENDED:
+            raise _not_running(current, f"signal {name!r} was not sent")
         packed = await self._services.payloads.pack(payload, f"signal {name!r} payload")
         await self._services.backend.inbox.send(
-            workflow_id,
+            current.workflow_id,
             "signal",
             {"name": name, "payload": packed},
             idempotency_id=None if idempotency_key is None else f"signal:{idempotency_key}",
         )
 
     async def cancel(self, workflow_or_run_id: str, *, reason: str | None = None) -> bool:
-        """Ask the chain's current run to cancel. False if the chain already ended."""
-        workflow_id = await self._resolve(workflow_or_run_id)
-        current = await self._current_run(workflow_id)
-        if current is not None and current.status.is_terminal:
+        """Ask the chain's current run to cancel (an old run id reaches the current run).
+
+        Returns ``False``, sending nothing, if the chain already ended (cancelling is
+        idempotent: the outcome the caller asked for, a chain that is not running, holds).
+        A chain that ends right after this check leaves the request unconsumed; a later
+        chain of the same workflow id started after it arrived never gets it.
+        """
+        current = await self._locate(workflow_or_run_id)
+        if current.status in _ENDED:
             return False
-        await self._services.backend.inbox.send(workflow_id, "cancel", {"reason": reason})
+        await self._services.backend.inbox.send(
+            current.workflow_id, "cancel", {"reason": reason}
+        )
         return True
 
     async def prune_runs(
@@ -199,28 +239,33 @@ class Client:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    async def _resolve(self, workflow_or_run_id: str) -> str:
-        runs = self._services.backend.runs
-        if await runs.get_head(workflow_or_run_id) is not None:
-            return workflow_or_run_id
-        record = await runs.get_run(workflow_or_run_id)
-        if record is not None:
-            return record.value.workflow_id
-        raise WorkflowNotFound(f"no workflow or run with id {workflow_or_run_id!r}")
+    async def _locate(self, workflow_or_run_id: str) -> WorkflowRun:
+        """The current run of the chain addressed by its workflow id or any run id of it."""
+        current = await self._current_run(workflow_or_run_id)
+        if current is not None:
+            return current
+        record = await self._services.backend.runs.get_run(workflow_or_run_id)
+        if record is None:
+            raise WorkflowNotFound(f"no workflow or run with id {workflow_or_run_id!r}")
+        run = record.value
+        # the head leads to the current run; without a head, the run's own links do
+        current = await self._current_run(run.workflow_id)
+        return current if current is not None else await self._services.follow(run)
 
-    async def _current_run(self, workflow_id: str) -> WorkflowRun | None:
-        runs = self._services.backend.runs
-        head = await runs.get_head(workflow_id)
-        if head is None:
+    async def _current_run(self, workflow_id: str, first_run_id: str = "") -> WorkflowRun | None:
+        """The chain's current run: from its head (or, without one, from ``first_run_id``),
+        following continue-as-new links; records missing from the store are rebuilt from
+        the log. ``None`` if nothing is found."""
+        services = self._services
+        head = await services.backend.runs.get_head(workflow_id)
+        name = ""
+        if head is not None:
+            first_run_id, name = head.value.current_run_id, head.value.workflow_name
+        if not first_run_id:
             return None
-        record = await runs.get_run(head.value.current_run_id)
+        run = await services.read_run(first_run_id, workflow_id=workflow_id, workflow_name=name)
         # between a hand-over's record update and its head move, follow the link forward
-        while record is not None and record.value.continued_to_run_id:
-            following = await runs.get_run(record.value.continued_to_run_id)
-            if following is None:
-                break
-            record = following
-        return record.value if record else None
+        return None if run is None else await services.follow(run)
 
     async def _public(self, run: WorkflowRun) -> WorkflowRun:
         result = await self._services.payloads.unpack(run.result)
@@ -274,10 +319,10 @@ class WorkflowHandle:
             head = await runs.get_head(self.workflow_id)
             if head is not None and head.value.first_run_id == first:
                 run_id = head.value.current_run_id
-            record = await runs.get_run(run_id)
-            if record is None:
+            found = await services.read_run(run_id, workflow_id=self.workflow_id)
+            if found is None:
                 raise WorkflowNotFound(f"run {run_id!r} of workflow {self.workflow_id!r} is gone")
-            run = record.value
+            run = found
             if run.status == RunStatus.CONTINUED_AS_NEW and run.continued_to_run_id:
                 run_id = run.continued_to_run_id
                 continue
@@ -312,7 +357,7 @@ class WorkflowHandle:
 
     async def describe(self) -> WorkflowRun:
         """The chain's current run."""
-        run = await self.client._current_run(self.workflow_id)
+        run = await self.client._current_run(self.workflow_id, self.first_run_id)
         if run is None:
             raise WorkflowNotFound(f"no workflow with id {self.workflow_id!r}")
         return await self.client._public(run)
@@ -320,4 +365,15 @@ class WorkflowHandle:
     async def events(self, run_id: str | None = None) -> list[Event]:
         if run_id is None:
             run_id = (await self.describe()).run_id
-        return await self.client.events(run_id)
+        return await self.client._events(run_id, self.workflow_id)
+
+
+def _not_running(run: WorkflowRun, what: str) -> WorkflowNotRunning:
+    return WorkflowNotRunning(
+        f"workflow {run.workflow_id!r} is not running: its chain has ended with status "
+        f"{run.status.value!r} (last run {run.run_id}), so {what}. Start a new chain to use "
+        "this workflow id again",
+        workflow_id=run.workflow_id,
+        run_id=run.run_id,
+        status=run.status.value,
+    )

@@ -11,11 +11,14 @@ from ._machine import HistoryLimits
 
 __all__ = ["Retention", "RuntimeOptions", "validate_workflow_id"]
 
-_ID = re.compile(r"^[A-Za-z0-9_\-:.@=+/]{1,200}$")
+#: the characters a workflow id may use (fullmatch: "$" would also accept a trailing newline)
+_ID = re.compile(r"[A-Za-z0-9_\-:.@=+/]{1,200}")
+MAX_WORKFLOW_ID = 200
 
 
 def validate_workflow_id(workflow_id: str) -> str:
-    if not isinstance(workflow_id, str) or not _ID.match(workflow_id):
+    """``workflow_id`` if it is a valid id, else ``ValueError`` saying what is allowed."""
+    if not isinstance(workflow_id, str) or not _ID.fullmatch(workflow_id):
         raise ValueError(
             f"invalid workflow_id {workflow_id!r}: use 1-200 characters from letters, digits "
             "and _ - : . @ = + /"

@@ -28,6 +28,7 @@ from ._events import EventType
 from ._machine import WorkflowMachine
 from ._options import RuntimeOptions, validate_workflow_id
 from ._payloads import Payloads
+from ._projection import rebuild_run
 
 __all__ = ["ChainEnd", "Services"]
 
@@ -97,6 +98,11 @@ class Services:
             if head is not None:
                 await self._check_not_running(workflow_id, head.value.current_run_id)
         run_id = idempotent_run_id or uuid.uuid4().hex
+        # A new chain starts after everything addressed to earlier chains of this id: their
+        # unconsumed signals, cancels and child results stay behind its inbox cursor. (A
+        # message sent to an earlier chain after this read and before the head moves, which
+        # needs a sender that saw that chain running, still reaches the new chain.)
+        inbox_cursor = await self.backend.inbox.last_sequence(workflow_id)
         data = {
             "workflow_name": workflow_name,
             "version": version,
@@ -105,7 +111,7 @@ class Services:
             "execution": 1,
             "continued_from_run_id": None,
             "parent": dict(parent) if parent else None,
-            "inbox_cursor": 0,
+            "inbox_cursor": inbox_cursor,
         }
         packed = await self.payloads.pack_data(data, f"workflow {workflow_name!r} arguments")
         now = self.clock.now()
@@ -173,11 +179,11 @@ class Services:
         self._remember_head(head, revision)
 
     async def _check_not_running(self, workflow_id: str, current_run_id: str) -> None:
-        current = await self.backend.runs.get_run(current_run_id)
+        current = await self.read_run(current_run_id, workflow_id=workflow_id)
         if (
             current is None
-            or not current.value.status.is_terminal
-            or current.value.status == RunStatus.CONTINUED_AS_NEW
+            or not current.status.is_terminal
+            or current.status == RunStatus.CONTINUED_AS_NEW
         ):
             raise self._already_running(workflow_id, f"run {current_run_id}")
 
@@ -187,6 +193,48 @@ class Services:
             f"workflow {workflow_id!r} is already running ({holder}); use "
             f"client.get_handle({workflow_id!r}) to reach it, or pick another workflow_id"
         )
+
+    # -- reading records (rebuilt from the log when missing) -----------------------------------
+
+    async def read_run(
+        self,
+        run_id: str,
+        *,
+        workflow_id: str | None = None,
+        workflow_name: str = "",
+        execution: int = 0,
+    ) -> WorkflowRun | None:
+        """A run's record; if it is missing and ``workflow_id`` is known, rebuilt from the
+        run's events (``workflow_name``/``execution``: for a run truncated to its link).
+
+        ``None`` when neither the record nor (with ``workflow_id``) any event exists.
+        """
+        record = await self.backend.runs.get_run(run_id)
+        if record is not None:
+            return record.value
+        if workflow_id is None:
+            return None
+        return await rebuild_run(
+            self.backend,
+            workflow_id,
+            run_id,
+            workflow_name=workflow_name,
+            execution=execution,
+        )
+
+    async def follow(self, run: WorkflowRun) -> WorkflowRun:
+        """The last run reached from ``run`` through its continue-as-new links."""
+        while run.continued_to_run_id:
+            following = await self.read_run(
+                run.continued_to_run_id,
+                workflow_id=run.workflow_id,
+                workflow_name=run.workflow_name,
+                execution=run.execution + 1,
+            )
+            if following is None:
+                break  # the successor is being rolled forward from the link
+            run = following
+        return run
 
     async def create_run(self, run: WorkflowRun) -> None:
         """Create a run record (``ConcurrencyConflict`` if it exists) and remember it."""

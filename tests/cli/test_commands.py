@@ -249,6 +249,15 @@ def test_signal_with_a_json_payload(cli: Cli) -> None:
     assert cli("runs", "result", workflow_id, "--json").json()["result"] == {"answer": 42}
 
 
+def test_signal_to_an_ended_chain_fails_naming_its_status(cli: Cli) -> None:
+    workflow_id, report = start_countdown(cli, 1)
+    for ident in (workflow_id, str(report["run_id"])):
+        result = cli("runs", "signal", ident, "go", "1")
+        assert result.code == 1, result.describe()
+        assert "completed" in result.stderr
+        assert "sent" not in result.stdout
+
+
 def test_cancel_then_cancel_again(cli: Cli) -> None:
     workflow_id = new_id("sleep")
     assert cli("start", "sleeper", "--id", workflow_id).code == 0

@@ -543,6 +543,16 @@ class InboxContract:
         later = await inbox.send(wf, "signal", {"i": 4})
         assert later > sequences[-1]
 
+    async def test_last_sequence_is_the_last_message_of_that_workflow(self, inbox: Inbox) -> None:
+        wf, other = new_id("wf"), new_id("wf")
+        assert 0 == await inbox.last_sequence(wf)
+        sequences = [await inbox.send(wf, "signal", {"i": i}) for i in range(3)]
+        await inbox.send(other, "signal", {"i": 9})
+
+        assert sequences[-1] == await inbox.last_sequence(wf)
+        await inbox.purge(wf, up_to=sequences[-1])
+        assert await inbox.last_sequence(wf) in (0, sequences[-1])  # nothing left after it
+
     async def test_watch_sees_new_messages(self, inbox: Inbox) -> None:
         wf = new_id("wf")
         async with inbox.watch() as messages:
