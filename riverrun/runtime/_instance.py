@@ -43,7 +43,7 @@ from ..persistence import (
     WorkflowRun,
 )
 from ._commands import ScheduleStep, StartChild, StartTimer, WaitChild, WaitSignal
-from ._containment import is_step_fault, log_step_fault
+from ._containment import is_step_fault, log_close_error, log_step_fault
 from ._events import EventType
 from ._machine import Cancelled, Completed, ContinuedAsNew, Failed, Outcome, WorkflowMachine
 
@@ -212,6 +212,7 @@ class WorkflowInstance:
             check_serializable=services.payloads.check,
             limits=services.options.history_limits,
             force_continue=services.force_continue,
+            on_close_error=log_close_error,
         )
         self.machine = machine
         self.key = RunKey(workflow_id=self.workflow_id, run_id=run_id)

@@ -10,11 +10,18 @@ import anyio
 import pytest
 
 from riverrun import (
+    CancellationError,
     EventType,
+    HistoryLimits,
+    ParentClosePolicy,
     RetryPolicy,
     RunStatus,
     StepFailed,
+    WorkflowFailed,
+    continue_as_new,
+    start_child,
     step,
+    wait_for_signal,
     workflow,
 )
 from riverrun.testing import wait_until
@@ -140,3 +147,153 @@ async def test_cancel_request_still_cancels_a_step(
         types = [e.type for e in await handle.events()]
     assert run.status == RunStatus.CANCELLED
     assert EventType.STEP_FAILED not in types and EventType.STEP_RETRYING not in types
+
+
+# -- a start whose arguments do not fit the workflow, a step call that does not fit its step --
+
+
+@workflow()
+async def takes_one(n: int) -> int:
+    return n
+
+
+@step(retry=RetryPolicy(max_attempts=1))
+async def one_arg(n: int) -> int:
+    return n
+
+
+@workflow()
+async def calls_step_badly() -> str:
+    try:
+        await one_arg(1, 2)  # type: ignore[call-arg]
+    except TypeError as err:
+        return f"caught {err}"
+    return "unreachable"
+
+
+async def test_start_with_arguments_that_do_not_fit_fails_the_run(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[takes_one, healthy]) as rt:
+        handle = await rt.client.start(takes_one, 1, 2, extra=3)
+        with pytest.raises(WorkflowFailed, match=r"TypeError: .*takes_one.*cannot be called"):
+            await handle.result(timeout=30)
+        run = await handle.describe()
+        types = [e.type for e in await handle.events()]
+        assert (await (await rt.client.start(healthy, 3)).result(timeout=30)) == 3
+        restarts = rt.worker.statistics().restarts
+    assert run.status == RunStatus.FAILED
+    assert run.error is not None and run.error.startswith("TypeError: ")
+    assert types == [EventType.WORKFLOW_STARTED, EventType.WORKFLOW_FAILED]
+    assert restarts == 0
+
+
+async def test_step_called_with_arguments_that_do_not_fit_is_a_step_failure(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[calls_step_badly]) as rt:
+        handle = await rt.client.start(calls_step_badly)
+        result = await handle.result(timeout=30)
+        types = [e.type for e in await handle.events()]
+    assert result.startswith("caught ") and "positional argument" in result
+    assert types == [EventType.WORKFLOW_STARTED, EventType.STEP_FAILED, EventType.WORKFLOW_COMPLETED]
+
+
+# -- what a workflow's cleanup raises while the runtime closes it ---------------------------
+
+
+@workflow()
+async def continues_in_finally(tag: str) -> str:
+    try:
+        await wait_for_signal("never")
+    finally:
+        continue_as_new(tag + "-again")
+    return "unreachable"
+
+
+@workflow()
+async def terminating_parent(tag: str) -> str:
+    await start_child(
+        continues_in_finally,
+        tag,
+        workflow_id=f"{tag}-child",
+        parent_close_policy=ParentClosePolicy.TERMINATE,
+    )
+    await wait_for_signal("go")
+    return "done"
+
+
+async def test_cleanup_raising_on_terminate_does_not_escape(
+    make_runtime: RuntimeFactory, namespace_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="riverrun")
+    tag = f"term-{abs(hash(namespace_key))}"
+    async with make_runtime(workflows=[terminating_parent, continues_in_finally, healthy]) as rt:
+        handle = await rt.client.start(terminating_parent, tag, workflow_id=tag)
+
+        async def child_waits() -> bool:
+            return bool(await rt.client.list_runs(workflow_id=f"{tag}-child"))
+
+        await wait_until(child_waits)
+        await handle.signal("go")
+        assert await handle.result(timeout=30) == "done"
+        child = rt.client.get_handle(f"{tag}-child")
+        with pytest.raises(CancellationError):
+            await child.result(timeout=30)
+        events = await child.events()
+        chain = await rt.client.list_runs(workflow_id=f"{tag}-child")
+        # the runtime still serves other workflows
+        assert await (await rt.client.start(healthy, 5)).result(timeout=30) == 5
+    assert events[-1].type == EventType.WORKFLOW_CANCELLED
+    assert [e.type for e in events].count(EventType.WORKFLOW_CANCELLED) == 1
+    assert [r.status for r in chain] == [RunStatus.CANCELLED]
+    logged = [r for r in caplog.records if "being closed" in r.getMessage()]
+    assert logged and logged[0].levelno == logging.WARNING
+    assert f"{tag}-child" in logged[0].getMessage() and chain[0].run_id in logged[0].getMessage()
+
+
+@step()
+async def tick(i: int) -> int:
+    return i
+
+
+@workflow(auto_continue_as_new=True)
+async def auto_with_cleanup(state: dict[str, int]) -> int:
+    try:
+        while state["done"] < 6:
+            await tick(state["done"])
+            state["done"] += 1
+        return state["done"]
+    finally:
+        if state["done"] < 6:
+            continue_as_new({"done": -100})  # ignored: the runtime already decided to continue
+
+
+async def test_cleanup_raising_on_auto_continue_keeps_the_decided_outcome(
+    make_runtime: RuntimeFactory,
+) -> None:
+    limits = HistoryLimits(max_events=3, max_bytes=10 * 1024 * 1024)
+    async with make_runtime(workflows=[auto_with_cleanup], history_limits=limits) as rt:
+        handle = await rt.client.start(auto_with_cleanup, {"done": 0})
+        assert await handle.result(timeout=30) == 6
+        chain = await rt.client.get_workflow_chain(handle.first_run_id)
+        link = (await rt.client.events(chain[0].run_id))[-1]
+    assert len(chain) >= 2
+    assert link.data["reason"].startswith("automatic: ")
+    assert [dict(a) for a in link.data["args"]] != [{"done": -100}]
+
+
+@workflow()
+async def body_raises_base(kind: str) -> None:
+    raise _RAISES[kind]()
+
+
+async def test_workflow_code_raising_base_exception_fails_only_its_run(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[body_raises_base, healthy]) as rt:
+        for kind in sorted(_RAISES):
+            handle = await rt.client.start(body_raises_base, kind)
+            with pytest.raises(WorkflowFailed, match=kind):
+                await handle.result(timeout=30)
+        assert await (await rt.client.start(healthy, 1)).result(timeout=30) == 1
