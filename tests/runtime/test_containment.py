@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import anyio
 import pytest
@@ -24,6 +26,7 @@ from riverrun import (
     wait_for_signal,
     workflow,
 )
+from riverrun.persistence import NewEvent, RunKey, StoredEvent, StoreUnavailable
 from riverrun.testing import wait_until
 
 from .conftest import RuntimeFactory
@@ -297,3 +300,94 @@ async def test_workflow_code_raising_base_exception_fails_only_its_run(
             with pytest.raises(WorkflowFailed, match=kind):
                 await handle.result(timeout=30)
         assert await (await rt.client.start(healthy, 1)).result(timeout=30) == 1
+
+
+# -- a crash that repeats the same way parks the workflow; an outage never does --------------
+
+
+@workflow()
+async def waits_for_go() -> int:
+    return int(await wait_for_signal("go"))
+
+
+async def test_a_deterministic_crash_parks_the_workflow(
+    make_runtime: RuntimeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="riverrun")
+    async with make_runtime(
+        workflows=[waits_for_go, healthy], restart_backoff=0.0, park_after_failures=3
+    ) as rt:
+        worker = rt.worker
+        assert worker is not None
+        handle = await rt.client.start(waits_for_go)
+        key = RunKey(workflow_id=handle.workflow_id, run_id=handle.first_run_id)
+        # a corrupt event: replaying it raises KeyError (no signal name), every time
+        await rt.backend.events.append(
+            key,
+            NewEvent(
+                type=EventType.SIGNAL_RECEIVED.value,
+                timestamp=datetime.now(UTC),
+                data={"payload": 1, "inbox_seq": 0},
+            ),
+            expected_last=1,
+            idempotency_id="corrupt",
+        )
+        await handle.signal("go", 1)  # the hosting actor loses its fence and lets go
+
+        async def released() -> bool:
+            return worker.statistics().active == 0 or handle.workflow_id in worker.parked
+
+        await wait_until(released)
+        await worker.deliver(handle.workflow_id, None)  # host it again: replay the corruption
+
+        async def parked() -> bool:
+            return handle.workflow_id in worker.parked
+
+        await wait_until(parked)
+        reason = worker.parked[handle.workflow_id]
+        stats = worker.statistics()
+        run = await handle.describe()
+        # the rest of the worker is unaffected
+        assert await (await rt.client.start(healthy, 2)).result(timeout=30) == 2
+    assert run.status == RunStatus.RUNNING  # parked, history untouched
+    assert "3 times in a row" in reason and "KeyError" in reason and key.run_id in reason
+    assert stats.parked == 1 and stats.restarts == 2
+    worker_logs = [r for r in caplog.records if r.name == "riverrun.worker"]
+    parks = [r for r in worker_logs if r.levelno == logging.ERROR and "parked" in r.getMessage()]
+    assert len(parks) == 1
+    assert handle.workflow_id in parks[0].getMessage() and key.run_id in parks[0].getMessage()
+    restarts = [r for r in worker_logs if r.levelno == logging.WARNING and "crashed" in r.getMessage()]
+    assert len(restarts) == 2
+    assert all(key.run_id in r.getMessage() and "KeyError" in r.getMessage() for r in restarts)
+    actor_restarts = [
+        r
+        for r in caplog.records
+        if r.name == "riverrun.actors" and r.levelno == logging.WARNING and "wf:" in r.getMessage()
+    ]
+    assert len(actor_restarts) == 2
+
+
+async def test_an_infrastructure_fault_never_parks(
+    make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with make_runtime(
+        workflows=[healthy], restart_backoff=0.0, park_after_failures=2
+    ) as rt:
+        worker = rt.worker
+        assert worker is not None
+        events = rt.backend.events
+        original = events.stream
+        outage = {"left": 6}
+
+        def flaky_stream(key: RunKey, *, after: int = 0) -> AsyncIterator[StoredEvent]:
+            if outage["left"] > 0:
+                outage["left"] -= 1
+                raise StoreUnavailable("the store is down (test)")
+            return original(key, after=after)
+
+        monkeypatch.setattr(events, "stream", flaky_stream)
+        handle = await rt.client.start(healthy, 4)
+        assert await handle.result(timeout=30) == 4
+        stats = worker.statistics()
+    assert outage["left"] == 0
+    assert stats.parked == 0 and stats.restarts >= 6
