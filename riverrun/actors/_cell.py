@@ -13,6 +13,7 @@ between messages, ring the mailbox's doorbell to wake an idle actor, and put a d
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from ._system import ActorSystem
 
 __all__ = ["Cell", "spawn"]
+
+log = logging.getLogger("riverrun.actors")
 
 
 class Cell(Supervisor):
@@ -212,6 +215,15 @@ class Cell(Supervisor):
                     break
                 self.restarts += 1
         finally:
+            if cause is not None:
+                log.error(
+                    "actor %s stopped by a failure (after %d restarts): %s: %s",
+                    self.path,
+                    self.restarts,
+                    type(cause).__name__,
+                    cause,
+                    exc_info=cause,
+                )
             self._finalize(cause)
 
     async def _wait_resumed(self) -> None:

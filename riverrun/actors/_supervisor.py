@@ -14,6 +14,7 @@ where an escalation goes.
 from __future__ import annotations
 
 import abc
+import logging
 from typing import TYPE_CHECKING
 
 import anyio
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from ._system import ActorSystem
 
 __all__ = ["RestartRound", "Supervisor"]
+
+log = logging.getLogger("riverrun.actors")
 
 
 class RestartRound:
@@ -114,11 +117,32 @@ class Supervisor(abc.ABC):
                 "Fix the cause (see __cause__) or raise max_restarts."
             )
             error.__cause__ = failure
+            log.error(
+                "actor %s failed %d times within %ss (max_restarts=%d), escalating to %s: "
+                "%s: %s",
+                child.path,
+                len(times),
+                strategy.within,
+                strategy.max_restarts,
+                self.path or "the actor system",
+                type(failure).__name__,
+                failure,
+                exc_info=failure,
+            )
             self.escalate(error)
             return False
         candidates = [c for c in self.children.values() if not c.stopping]
         round_ = RestartRound(
             strategy.affected(candidates, child), strategy.backoff.delay(len(times))
+        )
+        log.warning(
+            "actor %s failed (attempt %d within %ss), restarting in %.3fs: %s: %s",
+            child.path,
+            len(times),
+            strategy.within,
+            round_.delay,
+            type(failure).__name__,
+            failure,
         )
         for member in round_.members:
             member.join_round(round_)

@@ -43,6 +43,7 @@ from ..persistence import (
     WorkflowRun,
 )
 from ._commands import ScheduleStep, StartChild, StartTimer, WaitChild, WaitSignal
+from ._containment import is_step_fault, log_close_error, log_step_fault
 from ._events import EventType
 from ._machine import Cancelled, Completed, ContinuedAsNew, Failed, Outcome, WorkflowMachine
 
@@ -211,6 +212,7 @@ class WorkflowInstance:
             check_serializable=services.payloads.check,
             limits=services.options.history_limits,
             force_continue=services.force_continue,
+            on_close_error=log_close_error,
         )
         self.machine = machine
         self.key = RunKey(workflow_id=self.workflow_id, run_id=run_id)
@@ -409,7 +411,7 @@ class WorkflowInstance:
         definition = command.definition
         policy = definition.retry
         attempt = machine.step_attempts + 1
-        error: Exception | None = None
+        error: BaseException | None = None
         result: Any = None
         with anyio.CancelScope() as scope:
             self._step_scope = scope
@@ -421,6 +423,14 @@ class WorkflowInstance:
                     result = await definition.fn(*command.args, **command.kwargs)
             except Exception as exc:
                 error = exc
+            except BaseException as exc:
+                # SystemExit, KeyboardInterrupt, a stray CancelledError: the step's failure;
+                # a cancellation someone asked for (this scope, the worker stopping) propagates
+                if not is_step_fault(exc):
+                    raise
+                error = exc
+                assert self.key is not None
+                log_step_fault(self.workflow_id, self.key.run_id, definition.name, attempt, exc)
             finally:
                 self._step_scope = None
         if scope.cancelled_caught:

@@ -143,6 +143,9 @@ class WorkflowMachine:
     #: ``info().continue_as_new_suggested`` true for the rest of the run
     force_continue: Callable[[WorkflowMachine], str | None] | None = None
     forced_reason: str | None = None
+    #: told when the coroutine raises while being closed after its outcome is decided (the
+    #: instance logs it); the error is ignored either way
+    on_close_error: Callable[[WorkflowMachine, BaseException], None] | None = None
 
     definition: WorkflowDefinition | None = None
     args: tuple[Any, ...] = ()
@@ -236,7 +239,14 @@ class WorkflowMachine:
             self.signals.append((name, payload, inbox_seq))
         if data.get("cancel_requested"):
             self.cancel_requested = True
-        self._coro = cast(Coroutine[Any, Any, Any], self.definition.fn(*self.args, **self.kwargs))
+        try:
+            coro = self.definition.fn(*self.args, **self.kwargs)
+        except TypeError as err:
+            # the arguments do not fit the signature (the body of an async def has not run):
+            # a bad start, which no restart can mend; the run fails with it
+            self._finish(Failed(error_type="TypeError", message=_bad_call(self.definition, err)))
+            return
+        self._coro = cast(Coroutine[Any, Any, Any], coro)
         self._resume(None, None)
 
     def _terminal(self, data: Mapping[str, Any], seq: int, kind: str) -> None:
@@ -402,7 +412,10 @@ class WorkflowMachine:
                     else:
                         self._finish(Failed(error_type=type(err).__name__, message=str(err)))
                     return
-                except Exception as err:
+                except BaseException as err:
+                    # SystemExit, KeyboardInterrupt, CancelledError included: the coroutine is
+                    # driven by hand, never by the event loop, so whatever it raises is the
+                    # workflow's own doing and ends only its run
                     self._finish(Failed(error_type=type(err).__name__, message=str(err)))
                     return
                 value, exc = None, None
@@ -467,8 +480,13 @@ class WorkflowMachine:
             token = scope_var().set(self)
             try:
                 coro.close()
-            except RuntimeError:
-                pass  # the workflow swallowed GeneratorExit; nothing more to run anyway
+            except BaseException as err:
+                # The outcome is decided (a terminate, an automatic continue-as-new, a recorded
+                # terminal event): what the code's cleanup raises now, continue_as_new()
+                # included, cannot change it. Driven by hand, the coroutine holds no
+                # cancellation of the host, so nothing here needs to propagate.
+                if self.on_close_error is not None:
+                    self.on_close_error(self, err)
             finally:
                 scope_var().reset(token)
 
@@ -485,6 +503,13 @@ class WorkflowMachine:
 
 
 _MISSING: Any = object()
+
+
+def _bad_call(definition: WorkflowDefinition, err: TypeError) -> str:
+    return (
+        f"workflow {definition.name!r} cannot be called with the arguments it was started "
+        f"with: {err}; start it with arguments that fit its signature"
+    )
 
 
 def _child_exception(child_id: str, kind: str, value: Any) -> BaseException:

@@ -56,3 +56,6 @@ class RuntimeOptions:
     #: backoff between restarts of a workflow actor after an infrastructure fault
     restart_backoff: float = 0.05
     restart_backoff_max: float = 5.0
+    #: a workflow that crashes this many times in a row the same way (same error, same point
+    #: of its history) is parked instead of restarted; infrastructure faults never park it
+    park_after_failures: int = attrs.field(default=5, validator=attrs.validators.ge(1))

@@ -7,7 +7,9 @@ spawning (rehydrating) it when it is not in memory. A ``WorkflowActor`` runs its
 timeout) fails the actor and the worker's one-for-one strategy restarts it, with exponential
 backoff, from its history. A workflow's own exception never gets here: the instance records
 it as ``workflow.failed``. ``NonDeterminismError`` parks the workflow (logged, history
-untouched) until the worker runs code that matches it. An actor whose chain ended, or that
+untouched) until the worker runs code that matches it; so does any other crash that repeats
+the same way ``park_after_failures`` times in a row (a deterministic fault: a corrupt event,
+a bug), while an infrastructure fault restarts it with backoff for as long as it lasts. An actor whose chain ended, or that
 sat idle past ``passivate_after``, stops; the next message for it spawns a fresh one.
 """
 
@@ -38,6 +40,7 @@ from ..actors import (
     Terminated,
 )
 from ..persistence import InboxMessage, RunStatus
+from ._containment import CrashTracker, crash_signature, is_infrastructure
 from ._instance import LeaseHeld, WorkflowInstance
 from ._services import Services
 
@@ -72,14 +75,19 @@ class WorkflowActor(Actor):
         try:
             await self._run_when_owned()
         except NonDeterminismError as err:
-            log.error("workflow %s parked: %s", instance.workflow_id, err)
+            run_id = instance.key.run_id if instance.key else None
+            log.error("workflow %s run %s parked: %s", instance.workflow_id, run_id, err)
             self.worker._parked[instance.workflow_id] = str(err)
         except ConcurrencyConflict as err:
             log.warning("workflow %s: another worker owns it now: %s", instance.workflow_id, err)
         except WorkflowNotRegistered as err:
             # another worker of the namespace hosts this workflow; leave it alone
             log.debug("workflow %s not hosted here: %s", instance.workflow_id, err)
+        except Exception as err:
+            if not self.worker._crashed(self.instance, err):
+                raise  # the supervisor restarts the actor, with backoff
         else:
+            self.worker._crashes.pop(instance.workflow_id, None)
             if not instance.finished:
                 self.worker._passivated += 1
         ctx.stop()
@@ -140,6 +148,7 @@ class Worker:
         self._by_ref: dict[ActorRef, str] = {}
         self._rerun: set[str] = set()
         self._parked: dict[str, str] = {}
+        self._crashes: dict[str, CrashTracker] = {}
         self._ctx: ActorContext | None = None
         self._ready = anyio.Event()
         self._started = 0
@@ -160,8 +169,60 @@ class Worker:
 
     @property
     def parked(self) -> dict[str, str]:
-        """Workflow ids parked on non-determinism, with the error message."""
+        """Workflow ids parked (non-determinism, or a crash that repeats), with the reason.
+
+        A parked workflow stays parked, its history untouched and its inbox kept, until
+        this worker stops; the next worker to host it (a restart) tries it again.
+        """
         return dict(self._parked)
+
+    def _crashed(self, instance: WorkflowInstance, err: Exception) -> bool:
+        """A workflow actor crashed: log it; park the workflow (return True) if it crashed
+        the same way ``park_after_failures`` times in a row, else let it restart."""
+        workflow_id = instance.workflow_id
+        run_id = instance.key.run_id if instance.key else None
+        cause = f"{type(err).__name__}: {err}"
+        if is_infrastructure(err):
+            # an outage may last: restart with backoff for as long as it does, never park
+            self._crashes.pop(workflow_id, None)
+            log.warning(
+                "workflow %s run %s: infrastructure fault, restarting with backoff: %s",
+                workflow_id,
+                run_id,
+                cause,
+            )
+            return False
+        limit = self.services.options.park_after_failures
+        position = (run_id, instance.machine.last_sequence if instance.machine else 0)
+        tracker = self._crashes.setdefault(workflow_id, CrashTracker())
+        count = tracker.record(crash_signature(err), position)
+        if count < limit:
+            log.warning(
+                "workflow %s run %s crashed (%d of %d the same way before it is parked), "
+                "restarting: %s",
+                workflow_id,
+                run_id,
+                count,
+                limit,
+                cause,
+                exc_info=err,
+            )
+            return False
+        del self._crashes[workflow_id]
+        reason = (
+            f"run {run_id} crashed {count} times in a row the same way at event "
+            f"#{position[1]}: {cause}"
+        )
+        log.error(
+            "workflow %s run %s parked: %s; it stays parked until this worker restarts "
+            "(fix the cause first)",
+            workflow_id,
+            run_id,
+            reason,
+            exc_info=err,
+        )
+        self._parked[workflow_id] = reason
+        return True
 
     def strategy(self) -> SupervisorStrategy:
         options = self.services.options
