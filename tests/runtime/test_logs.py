@@ -183,3 +183,28 @@ def test_records_outside_a_workflow_have_empty_fields_and_extra_wins() -> None:
     record.attempt = 7
     assert LogContextFilter().filter(record)
     assert (None, None, None, None, 7) == context(record)
+
+
+async def test_projection_jobs_log_with_the_workflow_context(
+    make_runtime: RuntimeFactory,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    namespace_key: str,
+) -> None:
+    # the hand-over's run-store projection runs as a background job of the instance
+    from riverrun.runtime._services import Services
+
+    original = Services.apply_retention
+
+    async def apply_retention(self: Services, workflow_id: str, previous_run_id: str) -> None:
+        logging.getLogger("riverrun.workflow").info("projecting %s", previous_run_id)
+        await original(self, workflow_id, previous_run_id)
+
+    monkeypatch.setattr(Services, "apply_retention", apply_retention)
+    caplog.set_level(logging.INFO, logger="riverrun")
+    async with make_runtime(workflows=[retries_then_continues]) as rt:
+        handle = await rt.client.start(retries_then_continues, namespace_key)
+        assert "done" == await handle.result(timeout=30)
+    jobs = records(caplog, "projecting")
+    assert jobs and all(r.workflow_id == handle.workflow_id for r in jobs)  # type: ignore[attr-defined]
+    assert all(r.run_id is not None for r in jobs)  # type: ignore[attr-defined]
