@@ -29,6 +29,7 @@ __all__ = [
     "Settings",
     "connection_options",
     "json_option",
+    "log_options",
     "open_client",
     "pass_settings",
 ]
@@ -124,6 +125,35 @@ def json_option(fn: F) -> F:
         callback=_set_json,
         help="Print machine-readable JSON (datetimes in ISO 8601).",
     )(fn)
+
+
+#: ``--log-level`` / ``--log-format`` choices (riverrun.configure_logging's)
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
+
+
+def log_options(fn: F) -> F:
+    """``--log-level`` and ``--log-format`` (env ``RIVERRUN_LOG_LEVEL`` / ``RIVERRUN_LOG_FORMAT``),
+    passed to the command as ``log_level`` and ``log_format``; the option beats the
+    environment, which beats the default."""
+    fn = click.option(
+        "--log-format",
+        envvar="RIVERRUN_LOG_FORMAT",
+        type=click.Choice(LOG_FORMATS, case_sensitive=False),
+        default="text",
+        show_default=True,
+        help="Log lines as readable text or as one JSON object per line "
+        "(env RIVERRUN_LOG_FORMAT).",
+    )(fn)
+    fn = click.option(
+        "--log-level",
+        envvar="RIVERRUN_LOG_LEVEL",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        default="info",
+        show_default=True,
+        help="Least severe log records written to stderr (env RIVERRUN_LOG_LEVEL).",
+    )(fn)
+    return fn
 
 
 @contextlib.asynccontextmanager

@@ -8,12 +8,14 @@ found in the module's namespace is hosted.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +24,7 @@ import click
 
 from ._exit import CliError, ExitCode, fail, run_command
 from ._runtime import open_runtime
-from ._settings import Settings, connection_options, pass_settings
+from ._settings import Settings, connection_options, log_options, pass_settings
 
 if TYPE_CHECKING:
     from riverrun import Runtime
@@ -121,13 +123,20 @@ def _dedupe(items: Iterable[Any]) -> list[Any]:
 @click.command()
 @click.argument("target", metavar="MODULE[:ATTR]")
 @connection_options(envvar=False)
+@log_options
 @pass_settings
-def worker(settings: Settings, target: str) -> None:
+def worker(settings: Settings, target: str, log_level: str, log_format: str) -> None:
     """Host the workflows of MODULE until SIGTERM or Ctrl-C, then shut down cleanly.
 
     A worker resumes every running workflow of the namespace from its history. Run one worker
-    per namespace for now (see docs/guarantees.md).
+    per namespace for now (see docs/guarantees.md). Log records go to stderr, as text or as
+    JSON lines, with the workflow id, run id, execution, step and attempt they concern.
     """
+    from riverrun import configure_logging
+
+    json_logs = log_format.lower() == "json"
+    configure_logging(level=log_level.upper(), format="json" if json_logs else "text")
+    say = _status_logger() if json_logs else functools.partial(click.echo, err=True)
     try:
         workflows = load_workflows(target)
     except CliError:
@@ -145,22 +154,31 @@ def worker(settings: Settings, target: str) -> None:
         # while connecting (or just after "hosting" is printed) still means a clean stop
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with open_runtime(settings, workflows=workflows, worker=True) as runtime:
-                click.echo(
+                say(
                     f"riverrun worker: hosting {len(workflows)} workflow(s) [{names}] "
                     f"on {', '.join(settings.servers)}, namespace {settings.namespace!r}. "
-                    f"Ctrl-C to stop.",
-                    err=True,
+                    f"Ctrl-C to stop."
                 )
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_serve, runtime, tg.cancel_scope)
                     async for received in signals:
                         name = signal.Signals(received).name
-                        click.echo(f"riverrun worker: {name} received, shutting down...", err=True)
+                        say(f"riverrun worker: {name} received, shutting down...")
                         break
                     tg.cancel_scope.cancel()
-        click.echo("riverrun worker: stopped.", err=True)
+        say("riverrun worker: stopped.")
 
     run_command(go, servers=settings.servers)
+
+
+def _status_logger() -> Callable[[str], None]:
+    """With JSON logs, the worker's status lines are log records too (stderr stays JSON)."""
+    log = logging.getLogger("riverrun.cli")
+
+    def say(message: str) -> None:
+        log.info("%s", message)
+
+    return say
 
 
 async def _serve(runtime: Runtime, scope: anyio.CancelScope) -> None:

@@ -22,6 +22,8 @@ from ._definitions import (
     workflow as workflow,
 )
 from ._events import Event as Event, EventType as EventType
+from ._logcontext import LogContextFilter as LogContextFilter
+from ._logsetup import configure_logging as configure_logging
 from ._machine import (
     ChildHandle as ChildHandle,
     HistoryLimits as HistoryLimits,
@@ -37,6 +39,7 @@ __all__ = [
     "Event",
     "EventType",
     "HistoryLimits",
+    "LogContextFilter",
     "ParentClosePolicy",
     "Retention",
     "RetryPolicy",
@@ -46,6 +49,7 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowInfo",
     "continue_as_new",
+    "configure_logging",
     "continue_as_new_versioned",
     "execute_child",
     "get_workflow_chain",

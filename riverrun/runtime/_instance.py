@@ -45,6 +45,17 @@ from ..persistence import (
 from ._commands import ScheduleStep, StartChild, StartTimer, WaitChild, WaitSignal
 from ._containment import is_step_fault, log_close_error, log_step_fault
 from ._events import EventType
+from ._logcontext import (
+    LogContext,
+    bind_workflow,
+    log_continuing,
+    log_hosted,
+    log_lease_acquired,
+    log_lease_refused,
+    log_lease_released,
+    log_recorded,
+    step_attempt,
+)
 from ._machine import Cancelled, Completed, ContinuedAsNew, Failed, Outcome, WorkflowMachine
 
 if TYPE_CHECKING:
@@ -83,6 +94,7 @@ class WorkflowInstance:
         #: the inbox may hold unread messages: true at load, set again by notify()
         self._inbox_dirty = True
         self.finished = False
+        self._log = LogContext(workflow_id=workflow_id)
 
     def __repr__(self) -> str:
         run = self.key.run_id if self.key else None
@@ -105,6 +117,7 @@ class WorkflowInstance:
         executes; the chain's final record update queues behind it.
         """
         services = self.services
+        self._log = bind_workflow(self.workflow_id)
         head = await services.backend.runs.get_head(self.workflow_id)
         if head is None:
             self.finished = True
@@ -130,6 +143,7 @@ class WorkflowInstance:
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await services.backend.runs.release_lease(self._lease or lease)
+                log_lease_released(self.workflow_id)
 
     async def _acquire_lease(self) -> Lease:
         """Own the workflow: at most one worker hosts it at a time (the log's fence backs this
@@ -139,9 +153,11 @@ class WorkflowInstance:
             self.workflow_id, services.worker_id, services.options.lease_ttl
         )
         if lease is None:
+            log_lease_refused(self.workflow_id, renewal=self._lease is not None)
             raise LeaseHeld(
                 f"workflow {self.workflow_id!r} is hosted by another worker (its lease is held)"
             )
+        log_lease_acquired(self.workflow_id, renewal=self._lease is not None)
         self._lease = lease
         return lease
 
@@ -157,6 +173,7 @@ class WorkflowInstance:
         self, run_id: str, jobs: MemoryObjectSendStream[Callable[[], Awaitable[object]]]
     ) -> None:
         machine = await self._load(run_id)
+        log_hosted(machine)
         if machine.continued_from_run_id:
             # the hand-over that made this run may have stopped between moving the head and
             # truncating the old run (even if this run has since continued too: the instance
@@ -191,6 +208,7 @@ class WorkflowInstance:
                     machine = self._new_machine(new_run_id)
                     self._inbox_dirty = dirty
                     machine.apply(first)  # the event we just wrote: no need to read it back
+                log_hosted(machine)
                 continue
             if machine.last_event_type not in _TERMINAL_TYPES:
                 await self._record_terminal(machine, outcome)
@@ -215,6 +233,7 @@ class WorkflowInstance:
             on_close_error=log_close_error,
         )
         self.machine = machine
+        self._log.machine = machine
         self.key = RunKey(workflow_id=self.workflow_id, run_id=run_id)
         self._skipped_to = 0
         self._inbox_dirty = True
@@ -279,6 +298,7 @@ class WorkflowInstance:
                 key=self.key, sequence=sequence, type=type_.value, timestamp=now, data=data, size=size
             )
         )
+        log_recorded(machine, type_, data)
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -306,7 +326,8 @@ class WorkflowInstance:
                 return machine.outcome
             command = machine.pending
             if isinstance(command, ScheduleStep):
-                await self._run_step(machine, command)
+                with step_attempt(self._log, command.definition.name, machine.step_attempts + 1):
+                    await self._run_step(machine, command)
             elif isinstance(command, StartTimer | WaitSignal):
                 if command.timer_id is None and (
                     isinstance(command, StartTimer) or command.timeout is not None
@@ -626,6 +647,9 @@ class WorkflowInstance:
                 raise
             return None
         machine.last_event_type = EventType.WORKFLOW_CONTINUED_AS_NEW.value
+        log_continuing(
+            machine, new_run_id, outcome.reason, lambda: len(services.codec.dumps(carried))
+        )
         live = {
             **first.data,
             "args": carried["args"],

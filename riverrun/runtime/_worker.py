@@ -42,6 +42,7 @@ from ..actors import (
 from ..persistence import InboxMessage, RunStatus
 from ._containment import CrashTracker, crash_signature, is_infrastructure
 from ._instance import LeaseHeld, WorkflowInstance
+from ._logcontext import bind_workflow, install_context_filter
 from ._services import Services
 
 __all__ = ["Worker", "WorkerStatistics"]
@@ -66,6 +67,8 @@ class WorkflowActor(Actor):
         self.instance = WorkflowInstance(worker.services, workflow_id)
 
     async def on_start(self, ctx: ActorContext) -> None:
+        # in the actor's own task: its supervision logs and every task it starts carry the id
+        bind_workflow(self.instance.workflow_id)
         if ctx.restarts:
             self.worker._restarts += 1
         ctx.start_soon(self._host, ctx)
@@ -154,6 +157,7 @@ class Worker:
         self._started = 0
         self._restarts = 0
         self._passivated = 0
+        install_context_filter()  # loggers created since import get the context too
 
     def __repr__(self) -> str:
         return f"<Worker active={len(self._refs)} parked={len(self._parked)}>"
