@@ -8,12 +8,13 @@ found in the module's namespace is hosted.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ import anyio
 import click
 
 from ._exit import CliError, ExitCode, fail, run_command
+from ._metrics import MetricsEndpoint, serve_metrics
 from ._runtime import open_runtime
 from ._settings import Settings, connection_options, pass_settings
 
@@ -121,12 +123,32 @@ def _dedupe(items: Iterable[Any]) -> list[Any]:
 @click.command()
 @click.argument("target", metavar="MODULE[:ATTR]")
 @connection_options(envvar=False)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    envvar="RIVERRUN_METRICS_PORT",
+    default=None,
+    metavar="PORT",
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics (0: any free port; needs "
+    "riverrun[otel]; env RIVERRUN_METRICS_PORT). Off by default.",
+)
+@click.option(
+    "--metrics-host",
+    envvar="RIVERRUN_METRICS_HOST",
+    default="0.0.0.0",
+    show_default=True,
+    metavar="HOST",
+    help="Address the metrics endpoint listens on (env RIVERRUN_METRICS_HOST).",
+)
 @pass_settings
-def worker(settings: Settings, target: str) -> None:
+def worker(
+    settings: Settings, target: str, metrics_port: int | None = None, metrics_host: str = "0.0.0.0"
+) -> None:
     """Host the workflows of MODULE until SIGTERM or Ctrl-C, then shut down cleanly.
 
     A worker resumes every running workflow of the namespace from its history. Run one worker
-    per namespace for now (see docs/guarantees.md).
+    per namespace for now (see docs/guarantees.md). With --metrics-port it serves its metrics
+    for Prometheus (see docs/observability.md).
     """
     try:
         workflows = load_workflows(target)
@@ -144,7 +166,10 @@ def worker(settings: Settings, target: str) -> None:
         # listen for signals before anything else, so that a SIGTERM or Ctrl-C that arrives
         # while connecting (or just after "hosting" is printed) still means a clean stop
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with open_runtime(settings, workflows=workflows, worker=True) as runtime:
+            options = {} if endpoint is None else {"meter_provider": endpoint.meter_provider}
+            async with open_runtime(settings, workflows=workflows, worker=True, **options) as runtime:
+                if endpoint is not None:
+                    click.echo(f"riverrun worker: metrics on {endpoint.url}", err=True)
                 click.echo(
                     f"riverrun worker: hosting {len(workflows)} workflow(s) [{names}] "
                     f"on {', '.join(settings.servers)}, namespace {settings.namespace!r}. "
@@ -160,7 +185,17 @@ def worker(settings: Settings, target: str) -> None:
                     tg.cancel_scope.cancel()
         click.echo("riverrun worker: stopped.", err=True)
 
-    run_command(go, servers=settings.servers)
+    with _metrics_endpoint(metrics_host, metrics_port) as endpoint:
+        run_command(go, servers=settings.servers)
+
+
+@contextlib.contextmanager
+def _metrics_endpoint(host: str, port: int | None) -> Iterator[MetricsEndpoint | None]:
+    if port is None:
+        yield None
+        return
+    with serve_metrics(host, port) as endpoint:
+        yield endpoint
 
 
 async def _serve(runtime: Runtime, scope: anyio.CancelScope) -> None:
