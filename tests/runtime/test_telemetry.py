@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from riverrun import continue_as_new, execute_child, step, wait_for_signal, workflow
+from riverrun.persistence import RunKey, StoredEvent, StoreUnavailable
 
 from .conftest import RuntimeFactory
 
@@ -168,3 +169,41 @@ async def test_metrics_count_continuations_steps_and_endings(
     assert signal_lag.count == 1 and signal_lag.sum >= 0
     assert 0 == value(found, "riverrun.worker.parked").value
     assert value(found, "riverrun.worker.started").value >= 3
+
+
+async def test_store_errors_are_counted_and_restarted(
+    make_runtime: RuntimeFactory, telemetry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meters, reader, _, _ = telemetry
+    async with make_runtime(
+        workflows=[traced_child], restart_backoff=0.0, meter_provider=meters
+    ) as rt:
+        events = rt.backend.events
+        original = events.stream
+        outage = {"left": 3}
+
+        def flaky_stream(key: RunKey, *, after: int = 0) -> AsyncIterator[StoredEvent]:
+            if outage["left"] > 0:
+                outage["left"] -= 1
+                raise StoreUnavailable("the store is down (test)")
+            return original(key, after=after)
+
+        monkeypatch.setattr(events, "stream", flaky_stream)
+        assert 4 == await (await rt.client.start(traced_child, 2)).result(timeout=30)
+        found = points(reader)
+    assert 3 == value(found, "riverrun.store.errors", error_type="StoreUnavailable").value
+    assert 3 == value(found, "riverrun.worker.restarts").value
+    assert 0 == value(found, "riverrun.worker.quarantined").value
+    assert "riverrun.workflow.crashes" not in found
+
+
+async def test_without_providers_nothing_is_traced_or_stored(make_runtime: RuntimeFactory) -> None:
+    async with make_runtime(workflows=[traced_parent, traced_child]) as rt:
+        handle = await rt.client.start(traced_parent, 1)
+        await handle.signal("go")
+        assert 4 == await handle.result(timeout=30)
+        chain = await rt.client.get_workflow_chain(handle.first_run_id)
+        last = RunKey(workflow_id=handle.workflow_id, run_id=chain[-1].run_id)
+        first_event = (await rt.backend.events.read(last, limit=1))[0]
+    assert "workflow.started" == first_event.type
+    assert {"trace", "trace_link"}.isdisjoint(first_event.data)
