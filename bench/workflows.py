@@ -6,8 +6,10 @@ Prints, in one run, a raw-JetStream baseline and:
   W3  500 workflows of 5 steps started at once     (workflows/s)
   R   replay time of the current run after N lifetime events (continuing every 1,000)
       vs replay of a lone run of 1,000 events
+  T   W1 and W3 with metrics (OpenTelemetry SDK + Prometheus reader) and with tracing (SDK +
+      in-memory span exporter) against both disabled, as ratios (needs riverrun[otel])
 
-Usage: python bench/workflows.py [--quick] [--lifetime-events N]
+Usage: python bench/workflows.py [--quick] [--lifetime-events N] [--telemetry-only]
 """
 
 from __future__ import annotations
@@ -217,12 +219,93 @@ async def main(quick: bool, lifetime_events: int) -> None:
               f"(built in {build:.1f}s); replay of the current run ({last_events} events): "
               f"{t_long * 1e3:.1f} ms vs a lone run ({lone_events} events): "
               f"{t_lone * 1e3:.1f} ms = {t_long / t_lone:.2f}x (target <= 1.1x)")
+        await telemetry_overhead(rt.url, steps, w3_count, rounds=3)
+
+
+async def _w1_w3(url: str, steps: int, w3_count: int, **telemetry: Any) -> tuple[float, float]:
+    """W1 and W3 on a runtime of their own (own namespace) with the given providers."""
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    async with Runtime.connect(
+        url, workflows=[sequential], namespace=namespace, worker=True, **telemetry
+    ) as rt:
+        await (await rt.client.start(sequential, 5)).result()  # warm-up
+        start = time.perf_counter()
+        await (await rt.client.start(sequential, steps)).result()
+        w1 = time.perf_counter() - start
+        start = time.perf_counter()
+        handles: list[Any] = []
+
+        async def start_one() -> None:
+            handles.append(await rt.client.start(sequential, 5))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(w3_count):
+                tg.start_soon(start_one)
+        async with anyio.create_task_group() as tg:
+            for h in handles:
+                tg.start_soon(h.result)
+        w3 = time.perf_counter() - start
+    return w1, w3
+
+
+async def telemetry_overhead(url: str, steps: int, w3_count: int, rounds: int) -> None:
+    """T: W1 and W3 with metrics, with tracing, and with neither; best of ``rounds``
+    interleaved rounds each, so the machine's noise hits every configuration alike."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from prometheus_client import generate_latest
+
+    meter_provider = MeterProvider(metric_readers=[PrometheusMetricReader()])
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    configs: dict[str, dict[str, Any]] = {
+        "off": {},
+        "metrics": {"meter_provider": meter_provider},
+        "tracing": {"tracer_provider": tracer_provider},
+    }
+    best = {name: [float("inf"), float("inf")] for name in configs}
+    spans = 0
+    names = list(configs)
+    for round_ in range(rounds):
+        # a different configuration goes first each round: none always pays for warming up
+        for name in names[round_ % 3 :] + names[: round_ % 3]:
+            w1, w3 = await _w1_w3(url, steps, w3_count, **configs[name])
+            best[name] = [min(best[name][0], w1), min(best[name][1], w3)]
+            spans = max(spans, len(exporter.get_finished_spans()))
+            exporter.clear()
+    scraped = len(generate_latest().splitlines())  # the exporter can render what it got
+    off = best["off"]
+    for name, target in (("metrics", 1.05), ("tracing", 1.15)):
+        w1, w3 = best[name]
+        print(f"T {name}: W1 {steps} steps {w1:.3f}s = {w1 / off[0]:.2f}x off ({off[0]:.3f}s); "
+              f"W3 {w3_count} workflows {w3:.3f}s = {w3 / off[1]:.2f}x off ({off[1]:.3f}s) "
+              f"(target <= {target:.2f}x; best of {rounds})")
+    print(f"T: {spans} spans per tracing round; {scraped} lines on the Prometheus endpoint")
+    meter_provider.shutdown()
+    tracer_provider.shutdown()
+
+
+async def telemetry_only(rounds: int) -> None:
+    """Only T, at small sizes: ``--telemetry-only``."""
+    async with Runtime.embedded(worker=False) as rt:
+        assert rt.url is not None
+        await telemetry_overhead(rt.url, 300, 100, rounds)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--lifetime-events", type=int, default=None)
+    parser.add_argument("--telemetry-only", action="store_true",
+                        help="only T (telemetry overhead) at small sizes: 300 steps, 100 workflows")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of T with --telemetry-only")
     ns = parser.parse_args()
+    if ns.telemetry_only:
+        anyio.run(telemetry_only, ns.rounds)
+        raise SystemExit(0)
     lifetime = ns.lifetime_events or (20_000 if ns.quick else 1_000_000)
     anyio.run(main, ns.quick, lifetime)

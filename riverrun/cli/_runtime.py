@@ -51,9 +51,15 @@ class S3Settings:
 
 
 def open_runtime(
-    settings: Settings, *, workflows: Sequence[Any] = (), worker: bool = False
+    settings: Settings,
+    *,
+    workflows: Sequence[Any] = (),
+    worker: bool = False,
+    **runtime_options: Any,
 ) -> Runtime:
-    """A runtime on ``settings.servers`` (not entered yet: use ``async with``)."""
+    """A runtime on ``settings.servers`` (not entered yet: use ``async with``).
+
+    ``runtime_options``: more ``Runtime`` keywords (``meter_provider``, ...)."""
     from riverrun import Runtime
 
     if settings.s3 is None:
@@ -64,6 +70,7 @@ def open_runtime(
             worker=worker,
             connect_timeout=settings.connect_timeout,
             replicas=settings.replicas,
+            **runtime_options,
         )
     from riverrun import RuntimeOptions
 
@@ -96,4 +103,5 @@ def open_runtime(
         worker=worker,
         options=RuntimeOptions(namespace=settings.namespace),
         description=f"nats {','.join(settings.servers)} + s3 {s3.bucket} ns={settings.namespace}",
+        **runtime_options,
     )

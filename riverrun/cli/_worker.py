@@ -8,6 +8,7 @@ found in the module's namespace is hosted.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
@@ -15,7 +16,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ import anyio
 import click
 
 from ._exit import CliError, ExitCode, fail, run_command
+from ._metrics import MetricsEndpoint, serve_metrics
 from ._runtime import open_runtime
 from ._settings import Settings, connection_options, log_options, pass_settings
 
@@ -124,13 +126,38 @@ def _dedupe(items: Iterable[Any]) -> list[Any]:
 @click.argument("target", metavar="MODULE[:ATTR]")
 @connection_options(envvar=False)
 @log_options
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    envvar="RIVERRUN_METRICS_PORT",
+    default=None,
+    metavar="PORT",
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics (0: any free port; needs "
+    "riverrun[otel]; env RIVERRUN_METRICS_PORT). Off by default.",
+)
+@click.option(
+    "--metrics-host",
+    envvar="RIVERRUN_METRICS_HOST",
+    default="0.0.0.0",
+    show_default=True,
+    metavar="HOST",
+    help="Address the metrics endpoint listens on (env RIVERRUN_METRICS_HOST).",
+)
 @pass_settings
-def worker(settings: Settings, target: str, log_level: str, log_format: str) -> None:
+def worker(
+    settings: Settings,
+    target: str,
+    log_level: str,
+    log_format: str,
+    metrics_port: int | None = None,
+    metrics_host: str = "0.0.0.0",
+) -> None:
     """Host the workflows of MODULE until SIGTERM or Ctrl-C, then shut down cleanly.
 
     A worker resumes every running workflow of the namespace from its history. Run one worker
     per namespace for now (see docs/guarantees.md). Log records go to stderr, as text or as
-    JSON lines, with the workflow id, run id, execution, step and attempt they concern.
+    JSON lines, with the workflow id, run id, execution, step and attempt they concern. With
+    --metrics-port it serves its metrics for Prometheus (see docs/observability.md).
     """
     from riverrun import configure_logging
 
@@ -153,7 +180,10 @@ def worker(settings: Settings, target: str, log_level: str, log_format: str) -> 
         # listen for signals before anything else, so that a SIGTERM or Ctrl-C that arrives
         # while connecting (or just after "hosting" is printed) still means a clean stop
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with open_runtime(settings, workflows=workflows, worker=True) as runtime:
+            options = {} if endpoint is None else {"meter_provider": endpoint.meter_provider}
+            async with open_runtime(settings, workflows=workflows, worker=True, **options) as runtime:
+                if endpoint is not None:
+                    say(f"riverrun worker: metrics on {endpoint.url}")
                 say(
                     f"riverrun worker: hosting {len(workflows)} workflow(s) [{names}] "
                     f"on {', '.join(settings.servers)}, namespace {settings.namespace!r}. "
@@ -168,7 +198,17 @@ def worker(settings: Settings, target: str, log_level: str, log_format: str) -> 
                     tg.cancel_scope.cancel()
         say("riverrun worker: stopped.")
 
-    run_command(go, servers=settings.servers)
+    with _metrics_endpoint(metrics_host, metrics_port) as endpoint:
+        run_command(go, servers=settings.servers)
+
+
+@contextlib.contextmanager
+def _metrics_endpoint(host: str, port: int | None) -> Iterator[MetricsEndpoint | None]:
+    if port is None:
+        yield None
+        return
+    with serve_metrics(host, port) as endpoint:
+        yield endpoint
 
 
 def _status_logger() -> Callable[[str], None]:

@@ -180,12 +180,13 @@ class Client:
         if current.status in _ENDED:
             raise _not_running(current, f"signal {name!r} was not sent")
         packed = await self._services.payloads.pack(payload, f"signal {name!r} payload")
-        await self._services.backend.inbox.send(
-            current.workflow_id,
-            "signal",
-            {"name": name, "payload": packed},
-            idempotency_id=None if idempotency_key is None else f"signal:{idempotency_key}",
-        )
+        with self._services.telemetry.sending_signal(name, current.workflow_id) as traced:
+            await self._services.backend.inbox.send(
+                current.workflow_id,
+                "signal",
+                {"name": name, "payload": packed, **traced},
+                idempotency_id=None if idempotency_key is None else f"signal:{idempotency_key}",
+            )
 
     async def cancel(self, workflow_or_run_id: str, *, reason: str | None = None) -> bool:
         """Ask the chain's current run to cancel (an old run id reaches the current run).

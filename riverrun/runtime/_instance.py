@@ -95,6 +95,7 @@ class WorkflowInstance:
         self._inbox_dirty = True
         self.finished = False
         self._log = LogContext(workflow_id=workflow_id)
+        self._obs = services.telemetry.instance(workflow_id)
 
     def __repr__(self) -> str:
         run = self.key.run_id if self.key else None
@@ -141,6 +142,7 @@ class WorkflowInstance:
                 raise group.exceptions[0] from None
             raise
         finally:
+            self._obs.close()
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await services.backend.runs.release_lease(self._lease or lease)
                 log_lease_released(self.workflow_id)
@@ -208,6 +210,7 @@ class WorkflowInstance:
                     machine = self._new_machine(new_run_id)
                     self._inbox_dirty = dirty
                     machine.apply(first)  # the event we just wrote: no need to read it back
+                    self._obs.applied(machine, first)
                 log_hosted(machine)
                 continue
             if machine.last_event_type not in _TERMINAL_TYPES:
@@ -271,6 +274,7 @@ class WorkflowInstance:
                 size=event.size,
             )
         machine.apply(event)
+        self._obs.applied(machine, event)
 
     async def _record(
         self,
@@ -299,6 +303,7 @@ class WorkflowInstance:
             )
         )
         log_recorded(machine, type_, data)
+        self._obs.recorded(machine, type_.value, data)
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -377,6 +382,7 @@ class WorkflowInstance:
 
     async def _consume(self, machine: WorkflowMachine, message: InboxMessage) -> None:
         assert self.key is not None
+        self._obs.inbox_read(message, self.services.clock.now())
         data = message.data
         seq = message.sequence
         kind = message.kind
@@ -434,14 +440,15 @@ class WorkflowInstance:
         attempt = machine.step_attempts + 1
         error: BaseException | None = None
         result: Any = None
+        fn = self._obs.step(definition.fn, definition.name, attempt)  # timed and traced
         with anyio.CancelScope() as scope:
             self._step_scope = scope
             try:
                 if definition.timeout is not None:
                     with anyio.fail_after(definition.timeout):
-                        result = await definition.fn(*command.args, **command.kwargs)
+                        result = await fn(*command.args, **command.kwargs)
                 else:
-                    result = await definition.fn(*command.args, **command.kwargs)
+                    result = await fn(*command.args, **command.kwargs)
             except Exception as exc:
                 error = exc
             except BaseException as exc:
@@ -557,6 +564,7 @@ class WorkflowInstance:
             idempotent_run_id=uuid.uuid5(
                 _RUN_NAMESPACE, f"{self.key.run_id}/child/{command.position}"
             ).hex,
+            trace_parent=self._obs.run_context(),
         )
 
     # -- endings ---------------------------------------------------------------------------
@@ -619,6 +627,7 @@ class WorkflowInstance:
                 "parent": machine.parent,
                 "inbox_cursor": self._cursor(machine),
                 "pending_signals": await payloads.pack_signals(pending_signals),
+                **self._obs.handover_trace(),
             },
         )
         sequence = machine.last_sequence + 1
@@ -646,6 +655,7 @@ class WorkflowInstance:
             if not last or last[-1].data.get("new_run_id") != new_run_id:
                 raise
             return None
+        self._obs.continued(machine, now)
         machine.last_event_type = EventType.WORKFLOW_CONTINUED_AS_NEW.value
         log_continuing(
             machine, new_run_id, outcome.reason, lambda: len(services.codec.dumps(carried))

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -27,7 +27,12 @@ from ._machine import WorkflowMachine
 from ._options import RuntimeOptions
 from ._payloads import Payloads
 from ._services import Services
+from ._telemetry import Telemetry
 from ._worker import Worker
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["Runtime", "current_runtime"]
 
@@ -59,8 +64,17 @@ class Runtime:
         description: str = "",
         force_continue: Callable[[WorkflowMachine], str | None] | None = None,
         passivation: bool = True,
+        meter_provider: MeterProvider | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
+        """Args (every constructor takes these as keywords too):
+            meter_provider: where riverrun's metrics go (default: the global OpenTelemetry
+                meter provider, a no-op until an SDK sets one).
+            tracer_provider: where riverrun's spans go (default: the global tracer provider,
+                as set when the runtime is created).
+        """
         self._factory = backend_factory
+        self._telemetry = Telemetry(meter_provider=meter_provider, tracer_provider=tracer_provider)
         self.registry = WorkflowRegistry.of(workflows)
         self._run_worker = worker
         self.options = options or RuntimeOptions()
@@ -201,6 +215,7 @@ class Runtime:
                 force_continue=self._force_continue,
                 passivation_enabled=self._passivation,
                 local_worker=self._run_worker,
+                telemetry=self._telemetry,
             )
             self._client = Client(self._services)
             if self._run_worker:
@@ -209,6 +224,7 @@ class Runtime:
                 tg: TaskGroup = await stack.enter_async_context(anyio.create_task_group())
                 stack.callback(tg.cancel_scope.cancel)
                 self._worker = Worker(self._services)
+                self._telemetry.observe_worker(self._worker, self._services.worker_id)
                 await tg.start(self._worker.run, system)
         except BaseException:
             await stack.aclose()
@@ -254,9 +270,12 @@ class Runtime:
         await anyio.sleep_forever()
 
 
+_OWN = ("force_continue", "passivation", "options", "meter_provider", "tracer_provider")
+
+
 def _split(opts: dict[str, Any], **defaults: Any) -> dict[str, Any]:
     """Route keyword options: Runtime's own vs RuntimeOptions fields."""
-    own: dict[str, Any] = {k: opts.pop(k) for k in ("force_continue", "passivation", "options") if k in opts}
+    own: dict[str, Any] = {k: opts.pop(k) for k in _OWN if k in opts}
     if "options" not in own:
         fields = {**defaults, **opts}
         own["options"] = RuntimeOptions(**fields)

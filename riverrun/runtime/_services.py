@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
@@ -29,6 +29,10 @@ from ._machine import WorkflowMachine
 from ._options import RuntimeOptions, validate_workflow_id
 from ._payloads import Payloads
 from ._projection import rebuild_run
+from ._telemetry import Telemetry, carrier, end_span
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 __all__ = ["ChainEnd", "Services"]
 
@@ -65,6 +69,7 @@ class Services:
     _known_heads: dict[str, Versioned[ChainHead]] = attrs.field(factory=dict)
     #: set by the worker: wake the instance hosting a workflow id (in this process)
     on_started: Callable[[str], None] | None = None
+    telemetry: Telemetry = attrs.field(factory=Telemetry)
 
     @property
     def clock(self) -> Any:
@@ -82,8 +87,46 @@ class Services:
         version: str | None = None,
         parent: Mapping[str, Any] | None = None,
         idempotent_run_id: str | None = None,
+        trace_parent: Context | None = None,
     ) -> str:
         """Write a new chain's first run and point the head at it. Returns its run id.
+
+        Traced as ``start NAME`` (``start_child NAME`` under ``trace_parent``, the parent's
+        run span); the span's context goes into the first event for the run to continue.
+        """
+        span = self.telemetry.start_span(
+            workflow_name, workflow_id, child=parent is not None, context=trace_parent
+        )
+        try:
+            run_id = await self._start_chain(
+                workflow_name,
+                args,
+                kwargs,
+                workflow_id=workflow_id,
+                version=version,
+                parent=parent,
+                idempotent_run_id=idempotent_run_id,
+                trace=carrier(span),
+            )
+        except BaseException as exc:
+            end_span(span, exc)
+            raise
+        end_span(span)
+        return run_id
+
+    async def _start_chain(
+        self,
+        workflow_name: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        workflow_id: str,
+        version: str | None,
+        parent: Mapping[str, Any] | None,
+        idempotent_run_id: str | None,
+        trace: Mapping[str, str] | None,
+    ) -> str:
+        """``start_chain`` (see there).
 
         The log write comes first and the head's compare-and-set last: the head is what
         commits a start, so two racing starts of one id leave exactly one chain.
@@ -113,6 +156,8 @@ class Services:
             "parent": dict(parent) if parent else None,
             "inbox_cursor": inbox_cursor,
         }
+        if trace:
+            data["trace"] = dict(trace)  # the start's span, parent of the runs' spans
         packed = await self.payloads.pack_data(data, f"workflow {workflow_name!r} arguments")
         now = self.clock.now()
         key = RunKey(workflow_id=workflow_id, run_id=run_id)

@@ -80,6 +80,7 @@ class WorkflowActor(Actor):
         except NonDeterminismError as err:
             run_id = instance.key.run_id if instance.key else None
             log.error("workflow %s run %s parked: %s", instance.workflow_id, run_id, err)
+            self.worker.services.telemetry.parked("nondeterminism")
             self.worker._parked[instance.workflow_id] = str(err)
         except ConcurrencyConflict as err:
             log.warning("workflow %s: another worker owns it now: %s", instance.workflow_id, err)
@@ -186,6 +187,7 @@ class Worker:
         workflow_id = instance.workflow_id
         run_id = instance.key.run_id if instance.key else None
         cause = f"{type(err).__name__}: {err}"
+        self.services.telemetry.crashed(err, infrastructure=is_infrastructure(err))
         if is_infrastructure(err):
             # an outage may last: restart with backoff for as long as it does, never park
             self._crashes.pop(workflow_id, None)
@@ -226,6 +228,7 @@ class Worker:
             exc_info=err,
         )
         self._parked[workflow_id] = reason
+        self.services.telemetry.parked("repeated_crash")
         return True
 
     def strategy(self) -> SupervisorStrategy:
