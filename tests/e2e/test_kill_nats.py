@@ -13,6 +13,7 @@ step was recorded once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -108,16 +109,19 @@ async def test_workflows_survive_nats_server_kills(
         worker = rt.worker
         assert worker is not None
         try:
-            await wait_until(_done_or_parked(handles, worker), timeout=120, interval=0.1)
-        except TimeoutError:
-            pytest.fail(f"no results: {await _diagnosis(rt)}")
+            waited = await checks.wait_for_progress(
+                _done_or_parked(handles, worker), _progress(handles, kw.LogTail(log))
+            )
+        except checks.Stalled as stalled:
+            pytest.fail(f"no results: {stalled}: {await _diagnosis(rt)}")
         assert {} == worker.parked, await _diagnosis(rt)
         results = {h.workflow_id: await h.result(timeout=10) for h in handles}
         statistics = worker.statistics()
         print(
             f"\nnats-server kills: {KILLS} (seed {SEED}), {gated_kills} of them once steps ran "
             f"again; down {downtime:.1f} s in total; kill phase {kill_phase:.1f} s, total "
-            f"{time.monotonic() - started_at:.1f} s"
+            f"{time.monotonic() - started_at:.1f} s, of which {waited.seconds:.1f} s waiting "
+            f"for the results (longest pause in progress {waited.longest_stall:.1f} s)"
         )
         print(
             "longest pause in step executions while the server was up: "
@@ -160,6 +164,21 @@ def _done_or_parked(handles: list[WorkflowHandle], worker: Worker) -> Callable[[
     return check
 
 
+def _progress(handles: list[WorkflowHandle], tail: kw.LogTail) -> Callable[[], Awaitable[Any]]:
+    """Steps run so far and the chains' current runs: what changes while the workload moves."""
+
+    runs: tuple[tuple[str, RunStatus], ...] = ()
+
+    async def check() -> Any:
+        nonlocal runs
+        tail.new_lines()
+        with contextlib.suppress(StoreUnavailable):  # then only the steps tell
+            runs = tuple((r.run_id, r.status) for r in [await h.describe() for h in handles])
+        return tail.steps, runs
+
+    return check
+
+
 def _steps_ran(tail: kw.LogTail, n: int) -> Callable[[], Awaitable[bool]]:
     seen = 0
 
@@ -190,4 +209,4 @@ def _longest_pause_while_up(log: Path) -> float:
 
 
 async def _diagnosis(rt: Runtime) -> str:
-    return await retrying(lambda: checks.diagnose(rt.client, rt.backend))
+    return await retrying(lambda: checks.diagnose(rt.client, rt.backend, rt.worker))
