@@ -3,6 +3,7 @@ that used exactly one recorded execution of every step."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
@@ -13,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
-from riverrun import Client, EventType, RunStatus, WorkflowRun
-from riverrun.persistence import Backend
+from riverrun import Client, Event, EventType, RunStatus, WorkflowHandle, WorkflowRun
+from riverrun.persistence import Backend, StoreUnavailable
 
 from . import kill_workflows as kw
 
@@ -72,6 +73,24 @@ async def wait_for_progress(
         if now - last_change > stall:
             raise Stalled(f"no progress for {stall:g} s (at {last!r})")
     return Waited(seconds=time.monotonic() - started, longest_stall=longest)
+
+
+def progress_of(
+    handles: Iterable[WorkflowHandle], tail: kw.LogTail
+) -> Callable[[], Awaitable[Any]]:
+    """Steps run so far and the chains' current runs: what changes while the workload moves
+    (for ``wait_for_progress``)."""
+    handles = list(handles)
+    runs: tuple[tuple[str, RunStatus], ...] = ()
+
+    async def check() -> Any:
+        nonlocal runs
+        tail.new_lines()
+        with contextlib.suppress(StoreUnavailable):  # then only the steps tell
+            runs = tuple((r.run_id, r.status) for r in [await h.describe() for h in handles])
+        return tail.steps, runs
+
+    return check
 
 
 def runs_by_key(log_path: str | os.PathLike[str]) -> dict[str, list[str]]:
@@ -172,6 +191,11 @@ LOST_CHILD_RESULT = (
     "got the child message: the worker died between the record update and the inbox send in "
     "WorkflowInstance._complete_chain, and a restarted worker only recovers running runs"
 )
+CHILD_END_SKIPPED = (
+    "a child's end message sits in its parent's inbox before the parent's cursor, but the "
+    "parent never recorded it: it arrived before the parent recorded child.started (the parent "
+    "failed between starting the child's chain and recording it) and was skipped as noise"
+)
 UNTRUNCATED_LINK = (
     "an earlier run kept its whole history: the hand-over projection "
     "(WorkflowInstance._complete_hand_over) was cut after move_head but before "
@@ -203,12 +227,8 @@ async def describe_running(
     lines: list[str] = []
     for run in await client.list_runs(status=RunStatus.RUNNING):
         events = await client.events(run.run_id)
-        cursor = max(
-            [e.data.get("inbox_cursor", 0) for e in events if e.type == EventType.WORKFLOW_STARTED]
-            + [e.data.get("inbox_seq", 0) for e in events],
-            default=0,
-        )
-        inbox = await backend.inbox.read(run.workflow_id, after=cursor or 0)
+        cursor = _cursor(events)
+        inbox = await backend.inbox.read(run.workflow_id, after=cursor)
         last = ", ".join(f"#{e.sequence} {e.type.value}" + _detail(e.data) for e in events[-3:])
         hosted = ""
         if worker is not None:
@@ -219,6 +239,16 @@ async def describe_running(
             f"{[(m.sequence, m.kind) for m in inbox]}"
         )
     return lines
+
+
+def _cursor(events: Iterable[Event]) -> int:
+    """The run's recorded inbox cursor (what it consumed; messages it skipped are not known)."""
+    events = list(events)
+    return max(
+        [e.data.get("inbox_cursor") or 0 for e in events if e.type == EventType.WORKFLOW_STARTED]
+        + [e.data.get("inbox_seq") or 0 for e in events],
+        default=0,
+    )
 
 
 def _detail(data: Mapping[str, Any]) -> str:
@@ -245,7 +275,15 @@ async def _signatures(client: Client, backend: Backend) -> list[str]:
             in (EventType.CHILD_COMPLETED, EventType.CHILD_FAILED, EventType.CHILD_CANCELLED)
         }
         inbox = await backend.inbox.read(run.workflow_id)
+        cursor = _cursor(events)
         told = {m.data.get("child_workflow_id") for m in inbox if m.kind == "child"}
+        passed = {
+            m.data.get("child_workflow_id")
+            for m in inbox
+            if m.kind == "child" and m.sequence <= cursor
+        }
+        for child in sorted((started - ended) & passed):
+            found.append(f"{CHILD_END_SKIPPED} (parent {run.workflow_id}, child {child})")
         for child in sorted(started - ended - told):
             child_head = await backend.runs.get_head(child)
             if child_head is None:

@@ -13,7 +13,6 @@ step was recorded once.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import time
@@ -110,7 +109,7 @@ async def test_workflows_survive_nats_server_kills(
         assert worker is not None
         try:
             waited = await checks.wait_for_progress(
-                _done_or_parked(handles, worker), _progress(handles, kw.LogTail(log))
+                _done_or_parked(handles, worker), checks.progress_of(handles, kw.LogTail(log))
             )
         except checks.Stalled as stalled:
             pytest.fail(f"no results: {stalled}: {await _diagnosis(rt)}")
@@ -160,21 +159,6 @@ def _done_or_parked(handles: list[WorkflowHandle], worker: Worker) -> Callable[[
         except StoreUnavailable:
             return False
         return all(run.status == RunStatus.COMPLETED for run in runs)
-
-    return check
-
-
-def _progress(handles: list[WorkflowHandle], tail: kw.LogTail) -> Callable[[], Awaitable[Any]]:
-    """Steps run so far and the chains' current runs: what changes while the workload moves."""
-
-    runs: tuple[tuple[str, RunStatus], ...] = ()
-
-    async def check() -> Any:
-        nonlocal runs
-        tail.new_lines()
-        with contextlib.suppress(StoreUnavailable):  # then only the steps tell
-            runs = tuple((r.run_id, r.status) for r in [await h.describe() for h in handles])
-        return tail.steps, runs
 
     return check
 
