@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 #: longer than any pause a fault causes (a restart backoff of at most 5 s, an inbox watch that
 #: resumes ~2 s after a server restart, a replacement worker's start), even on a loaded
 #: machine where all of these take several times as long
+#: (``RIVERRUN_E2E_STALL`` overrides it)
 STALL_SECONDS = float(os.environ.get("RIVERRUN_E2E_STALL", "60"))
 
 

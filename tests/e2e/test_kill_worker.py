@@ -194,7 +194,7 @@ async def test_workflows_survive_worker_kills(
                     await handle.signal("go", len(got))
                     got.append(len(got))
 
-        idle_cycles = 0
+        idle_cycles = progress_checks = 0
         try:
             for cycle in range(KILLS):
                 steps_before = tail.steps
@@ -228,6 +228,7 @@ async def test_workflows_survive_worker_kills(
                 if idle_cycles == IDLE_LIFETIMES:
                     # signals are pending, so a worker left alone must run steps again
                     idle_cycles = 0
+                    progress_checks += 1
                     worker = await _start_worker(nats_server.url, namespace, log, tail)
                     try:
                         await checks.wait_for_progress(
@@ -244,6 +245,10 @@ async def test_workflows_survive_worker_kills(
 
             await send_signals(signals_each)
             _print_kills(kills, time.monotonic() - started_at)
+            print(
+                f"{progress_checks} times {IDLE_LIFETIMES} worker lifetimes in a row ran no step, "
+                "and a worker left alone then did"
+            )
             assert KILLS == sum(kills.values())
             worker = await _start_worker(nats_server.url, namespace, log, tail)
             try:
