@@ -166,6 +166,10 @@ def test_the_worker_default_module_exists() -> None:
 # riverrun worker and client on them with R3 streams, as the compose file configures.
 
 
+#: attempts to bring the cluster up while another process takes a route port first
+CLUSTER_ATTEMPTS = 5
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -173,23 +177,46 @@ def free_port() -> int:
         return port
 
 
-def localize(config: str, ports: dict[str, dict[str, int]], node: str, store: Path) -> str:
-    """The node's config with container addresses mapped to loopback ports and a local store."""
-    mine = ports[node]
-    config = re.sub(r"^listen: .*$", f"listen: 127.0.0.1:{mine['client']}", config, flags=re.M)
-    config = re.sub(r"^http: .*$", f"http: 127.0.0.1:{mine['http']}", config, flags=re.M)
+def localize(config: str, routes: dict[str, int], node: str, store: Path, ports_dir: Path) -> str:
+    """The node's config with container addresses mapped to loopback ports and a local store.
+
+    The client and monitoring ports are -1 (the server binds free ones itself and writes them
+    to a ports file in ``ports_dir``); the route ports are fixed, since every node's routes
+    name every node's."""
+    config = re.sub(r"^listen: .*$", "listen: 127.0.0.1:-1", config, flags=re.M)
+    config = re.sub(r"^http: .*$", "http: 127.0.0.1:-1", config, flags=re.M)
     config = re.sub(
         r"^(\s*)listen: 0\.0\.0\.0:6222$",
-        rf"\1listen: 127.0.0.1:{mine['route']}",
+        rf"\1listen: 127.0.0.1:{routes[node]}",
         config,
         flags=re.M,
     )
     config = re.sub(r"store_dir: .*", f'store_dir: "{store}"', config)
-    for other, other_ports in ports.items():
-        config = config.replace(
-            f"nats-route://{other}:6222", f"nats-route://127.0.0.1:{other_ports['route']}"
-        )
-    return config
+    for other, port in routes.items():
+        config = config.replace(f"nats-route://{other}:6222", f"nats-route://127.0.0.1:{port}")
+    return config + f'\nports_file_dir: "{ports_dir}"\n'
+
+
+class PortTaken(Exception):
+    """A node exited: another process took its route port between choice and listen."""
+
+
+def wait_ports(ports_dir: Path, process: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
+    """The node's ports file, once written (bounded polling, not a timing assertion)."""
+    for _ in range(600):
+        if process.poll() is not None:
+            text = log.read_text(errors="replace")
+            if "address already in use" in text:
+                raise PortTaken(text)
+            raise AssertionError(f"nats-server exited:\n{text}")
+        for path in ports_dir.glob(f"*_{process.pid}.ports"):
+            try:
+                found: dict[str, Any] = json.loads(path.read_text())
+                return found
+            except ValueError:
+                pass  # still being written
+        time.sleep(0.05)
+    raise AssertionError(f"nats-server never wrote its ports file:\n{log.read_text()}")
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -206,6 +233,42 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
     raise AssertionError(f"{url} never became healthy")
 
 
+def start_cluster(
+    binary: str,
+    services: dict[str, Any],
+    root: Path,
+    processes: list[subprocess.Popen[bytes]],
+) -> list[str]:
+    """Start the three nodes (appended to ``processes``); their client URLs once healthy."""
+    routes = {n: free_port() for n in NATS_NODES}
+    found: dict[str, dict[str, Any]] = {}
+    for node in NATS_NODES:
+        ports_dir = root / f"{node}-ports"
+        ports_dir.mkdir()
+        config = localize(mounted_config(services[node]), routes, node, root / node, ports_dir)
+        path = root / f"{node}.conf"
+        path.write_text(config)
+        log = root / f"{node}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [binary, "-c", str(path)], stdout=out, stderr=subprocess.STDOUT
+            )
+        processes.append(process)
+        found[node] = wait_ports(ports_dir, process, log)
+    for node, process in zip(NATS_NODES, processes, strict=True):
+        # /healthz answers ok once JetStream is current with the cluster's meta leader
+        wait_healthy(f"{found[node]['monitoring'][0]}/healthz", process)
+    return [found[n]["nats"][0] for n in NATS_NODES]
+
+
+def stop_cluster(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(30)
+    processes.clear()
+
+
 @pytest.fixture(scope="module")
 def local_cluster(
     services: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
@@ -213,32 +276,21 @@ def local_cluster(
     from riverrun.persistence._embedded import find_nats_server
 
     binary = str(find_nats_server())
-    root = tmp_path_factory.mktemp("cluster")
-    ports = {
-        n: {"client": free_port(), "http": free_port(), "route": free_port()} for n in NATS_NODES
-    }
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        for node in NATS_NODES:
-            config = localize(mounted_config(services[node]), ports, node, root / node)
-            path = root / f"{node}.conf"
-            path.write_text(config)
-            processes.append(
-                subprocess.Popen(
-                    [binary, "-c", str(path)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+        for attempt in range(1, CLUSTER_ATTEMPTS + 1):
+            try:
+                urls = start_cluster(
+                    binary, services, tmp_path_factory.mktemp("cluster"), processes
                 )
-            )
-        for node, process in zip(NATS_NODES, processes, strict=True):
-            # /healthz answers ok once JetStream is current with the cluster's meta leader
-            wait_healthy(f"http://127.0.0.1:{ports[node]['http']}/healthz", process)
-        yield [f"nats://127.0.0.1:{ports[n]['client']}" for n in NATS_NODES]
+                break
+            except PortTaken as exc:
+                stop_cluster(processes)
+                if attempt == CLUSTER_ATTEMPTS:
+                    raise AssertionError(f"route ports taken {attempt} times:\n{exc}") from None
+        yield urls
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(30)
+        stop_cluster(processes)
 
 
 def test_the_configs_are_valid_nats_server_configs(
@@ -328,3 +380,22 @@ def _stream_info(url: str, stream: str) -> dict[str, Any]:
             await nc.close()
 
     return anyio.run(ask)
+
+
+def test_a_route_port_taken_first_is_told_apart_so_the_cluster_is_started_again(
+    services: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from riverrun.persistence._embedded import find_nats_server
+
+    processes: list[subprocess.Popen[bytes]] = []
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # another process takes the route port chosen for nats-1 before nats-1 listens on it
+        monkeypatch.setattr(sys.modules[__name__], "free_port", lambda: port)
+        try:
+            with pytest.raises(PortTaken, match="address already in use"):
+                start_cluster(str(find_nats_server()), services, tmp_path, processes)
+        finally:
+            stop_cluster(processes)

@@ -6,21 +6,30 @@ runs the same code in a worker thread. Readiness is the server's own ``/healthz`
 loopback monitoring port, which answers "ok" only once JetStream has recovered its store, so
 the first append never races the recovery. ``kill()`` + ``restart()`` keep the port and the
 data directory, which is what crash tests need.
+
+Ports: the server binds its own ports (``-1`` in the config: no pick-close-listen race with
+other processes) and writes them to a ports file, which is how we learn them. The monitoring
+port is picked afresh at every launch; the client port found at the first launch is kept for
+``restart()``, because clients reconnect to the same URL. Another process (even an outgoing
+connection's ephemeral port) may hold that port while the server is down, so a restart retries
+on "address already in use" a bounded number of times, then says so.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sysconfig
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
 from collections import deque
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +46,11 @@ MIN_NATS_SERVER_VERSION = (2, 12, 0)
 
 _VERSION_RE = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 _LOG_TAIL_LINES = 20
+#: launches a restart tries while its client port is held by another process (with backoff
+#: from 0.05 s to 1 s between them: about 6 s in all)
+_RESTART_ATTEMPTS = 10
+_RESTART_MAX_DELAY = 1.0
+_ADDRESS_IN_USE = "address already in use"
 
 
 def find_nats_server(binary: str | os.PathLike[str] | None = None) -> Path:
@@ -82,11 +96,8 @@ def nats_server_version(binary: Path) -> tuple[int, int, int]:
     return major, minor, patch
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+class _PortInUse(NatsServerError):
+    """The server exited because its (fixed) client port is held by another process."""
 
 
 class EmbeddedNatsServer:
@@ -102,7 +113,8 @@ class EmbeddedNatsServer:
     Args:
         data_dir: where JetStream stores its files. ``None``: a temporary directory removed
             by ``stop()``; a given directory is created if needed and kept.
-        port: client port; ``None`` picks a free loopback port (kept across ``restart()``).
+        port: client port; ``None``: the server picks a free one itself (no race with other
+            processes), kept across ``restart()``.
         host: interface to listen on (loopback by default).
         sync_interval: JetStream fsync interval. ``"always"`` (default) syncs every write, so
             an acknowledged append survives a host crash; ``None`` keeps the server default
@@ -139,6 +151,10 @@ class EmbeddedNatsServer:
         self._monitor_port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: Path | None = None
+        self._ports_dir: Path | None = None
+        self._log_start = 0  # the log's size when the current launch began
+        # stable across restarts (the port is not known before the first launch)
+        self._server_name = f"riverrun-embedded-{port or uuid.uuid4().hex[:8]}"
         self._state = "new"  # new -> running <-> killed -> closed
 
     # -- properties ---------------------------------------------------------------------
@@ -212,10 +228,8 @@ class EmbeddedNatsServer:
         else:
             self._data_dir = self._given_data_dir
             self._data_dir.mkdir(parents=True, exist_ok=True)
-        self._port = self._given_port or _free_port(self._host)
-        self._monitor_port = _free_port(self._host)
+        self._port = self._given_port  # None: the server picks it, we read it from its ports file
         try:
-            self._write_config()
             self._launch()
         except BaseException:
             self._cleanup_dirs()
@@ -245,10 +259,38 @@ class EmbeddedNatsServer:
 
     def restart(self) -> None:
         """Start the server again on the same port and data directory (stopping it first,
-        cleanly, if it is still running)."""
+        cleanly, if it is still running).
+
+        If another process holds the port meanwhile, it retries for a few seconds.
+
+        Raises:
+            NatsServerError: the port stayed in use, or the server did not become healthy;
+                the server is then down (``restart()`` may be called again).
+        """
         self._require_started("restart")
         self._terminate(10.0)
-        self._launch()
+        delay = 0.05
+        started = time.monotonic()
+        for attempt in range(1, _RESTART_ATTEMPTS + 1):
+            try:
+                self._launch()
+                return
+            except _PortInUse:
+                self._state = "killed"
+                if attempt == _RESTART_ATTEMPTS:
+                    raise NatsServerError(
+                        f"cannot restart nats-server on {self._host}:{self._port}: another "
+                        f"process holds the port ({_ADDRESS_IN_USE}, {attempt} attempts over "
+                        f"{time.monotonic() - started:.1f} s). Its clients reconnect to "
+                        f"{self.url}, so it must come back on that port: free the port and "
+                        "call restart() again, or stop() this server and start a new one; "
+                        f"its last log lines:\n{self.log_tail()}"
+                    ) from None
+            except BaseException:
+                self._state = "killed"
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, _RESTART_MAX_DELAY)
 
     async def astart(self) -> EmbeddedNatsServer:
         """``start()`` without blocking the event loop."""
@@ -293,12 +335,16 @@ class EmbeddedNatsServer:
 
     def _write_config(self) -> None:
         assert self._work_dir is not None and self._data_dir is not None
+        assert self._ports_dir is not None
         sync = f"\n  sync_interval: {self._sync_interval}" if self._sync_interval else ""
+        # -1: the server binds a free port itself and writes it to the ports file
+        port = self._port if self._port is not None else -1
         # JSON-quoted strings are valid nats-server config strings, whatever the path holds.
         config = (
-            f'server_name: "riverrun-embedded-{self._port}"\n'
-            f'listen: "{self._host}:{self._port}"\n'
-            f'http: "{self._host}:{self._monitor_port}"\n'
+            f'server_name: "{self._server_name}"\n'
+            f'listen: "{self._host}:{port}"\n'
+            f'http: "{self._host}:-1"\n'
+            f'ports_file_dir: "{_escape(str(self._ports_dir))}"\n'
             "jetstream {\n"
             f'  store_dir: "{_escape(str(self._data_dir))}"{sync}\n'
             "}\n"
@@ -306,8 +352,20 @@ class EmbeddedNatsServer:
         (self._work_dir / "nats-server.conf").write_text(config)
 
     def _launch(self) -> None:
+        """One launch: fresh config and ports directory, start, wait until healthy.
+
+        Raises:
+            _PortInUse: the client port is held by another process (the server exited).
+            NatsServerError: any other failure to start.
+        """
         assert self._binary is not None and self._work_dir is not None
+        self._ports_dir = self._work_dir / "ports"
+        shutil.rmtree(self._ports_dir, ignore_errors=True)  # a killed server leaves its file
+        self._ports_dir.mkdir()
+        self._monitor_port = None
+        self._write_config()
         self._log_file = self._work_dir / "nats-server.log"
+        self._log_start = self._log_file.stat().st_size if self._log_file.exists() else 0
         config = self._work_dir / "nats-server.conf"
         with self._log_file.open("ab") as log:
             try:
@@ -329,29 +387,68 @@ class EmbeddedNatsServer:
 
     def _wait_healthy(self) -> None:
         assert self._process is not None
-        url = f"http://{self._host}:{self._monitor_port}/healthz"
         deadline = time.monotonic() + self._startup_timeout
         delay = 0.005
         while True:
+            where = f"port {self._port}" if self._port is not None else "a free port"
             code = self._process.poll()
             if code is not None:
+                if _ADDRESS_IN_USE in self._launch_log().lower():
+                    raise _PortInUse(
+                        f"nats-server could not listen on {where} of {self._host}: "
+                        f"{_ADDRESS_IN_USE} (another process holds it); its last log "
+                        f"lines:\n{self.log_tail()}"
+                    )
                 raise NatsServerError(
-                    f"nats-server exited with code {code} while starting on port {self._port}"
+                    f"nats-server exited with code {code} while starting on {where}"
                     f"; its last log lines:\n{self.log_tail()}"
                 )
-            try:
-                with urllib.request.urlopen(url, timeout=1.0) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass  # not listening yet, or JetStream still recovering (503)
+            if self._monitor_port is None:
+                self._read_ports_file()
+            if self._monitor_port is not None:
+                url = f"http://{self._host}:{self._monitor_port}/healthz"
+                try:
+                    with urllib.request.urlopen(url, timeout=1.0) as response:
+                        if response.status == 200:
+                            return
+                except (urllib.error.URLError, OSError):
+                    pass  # JetStream still recovering (503)
             if time.monotonic() > deadline:
                 raise NatsServerError(
-                    f"nats-server on port {self._port} was not healthy after "
+                    f"nats-server on {where} was not healthy after "
                     f"{self._startup_timeout:g} s; its last log lines:\n{self.log_tail()}"
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+
+    def _read_ports_file(self) -> None:
+        """Learn the ports the server bound from its ports file, once it wrote it (after its
+        client listener is up); the client port is taken only if we did not fix it."""
+        assert self._process is not None and self._ports_dir is not None
+        path = next(iter(self._ports_dir.glob(f"*_{self._process.pid}.ports")), None)
+        if path is None:
+            return
+        try:
+            ports = json.loads(path.read_text())
+            client = _url_port(ports["nats"][0])
+            monitor = _url_port(ports["monitoring"][0])
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            return  # still being written
+        if self._port is None:
+            self._port = client
+        elif client != self._port:
+            raise NatsServerError(
+                f"nats-server listens on port {client}, not on the configured {self._port}"
+            )
+        self._monitor_port = monitor
+
+    def _launch_log(self) -> str:
+        """What the server logged during the current launch."""
+        if self._log_file is None or not self._log_file.exists():
+            return ""
+        with self._log_file.open("rb") as f:
+            f.seek(self._log_start)
+            return f.read().decode(errors="replace")
 
     def _terminate(self, timeout: float) -> None:
         proc = self._process
@@ -377,6 +474,15 @@ class EmbeddedNatsServer:
         with self._log_file.open("rb") as f:
             tail = deque(f, maxlen=lines)
         return b"".join(tail).decode(errors="replace").rstrip() or "(empty log)"
+
+
+def _url_port(url: object) -> int:
+    if not isinstance(url, str):
+        raise TypeError(f"not a URL: {url!r}")
+    port = urllib.parse.urlsplit(url).port
+    if port is None:
+        raise ValueError(f"no port in {url!r}")
+    return port
 
 
 def _escape(value: str) -> str:

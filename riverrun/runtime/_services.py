@@ -137,7 +137,10 @@ class Services:
         if idempotent_run_id is not None:
             head = await runs.get_head(workflow_id)
             if head is not None and head.value.first_run_id == idempotent_run_id:
-                return idempotent_run_id  # a child start redone after a crash
+                # a child start redone after a crash, which may have come between the head's
+                # commit and the start message: without that message no worker hosts it
+                await self._announce_start(workflow_id, idempotent_run_id)
+                return idempotent_run_id
             if head is not None:
                 await self._check_not_running(workflow_id, head.value.current_run_id)
         run_id = idempotent_run_id or uuid.uuid4().hex
@@ -197,8 +200,15 @@ class Services:
             raise
         if self.local_worker and workflow_name in self.registry:
             self._done[workflow_id] = ChainEnd(run_id)  # this worker will announce the end
-        await self.backend.inbox.send(workflow_id, "start", {"run_id": run_id})
+        await self._announce_start(workflow_id, run_id)
         return run_id
+
+    async def _announce_start(self, workflow_id: str, run_id: str) -> None:
+        """Tell the workers of the namespace that a chain was started (sent again by a redone
+        start: the inbox drops the copy within its duplicate window, the worker ignores it)."""
+        await self.backend.inbox.send(
+            workflow_id, "start", {"run_id": run_id}, idempotency_id=f"start:{run_id}"
+        )
 
     async def _commit_head(self, head: ChainHead, revision: int | None) -> None:
         """Point the chain head at a new chain: the step that commits a start.

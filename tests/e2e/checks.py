@@ -3,18 +3,32 @@ that used exactly one recorded execution of every step."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
+import anyio
 import attrs
 
-from riverrun import Client, EventType, RunStatus, WorkflowRun
-from riverrun.persistence import Backend
+from riverrun import Client, Event, EventType, RunStatus, WorkflowHandle, WorkflowRun
+from riverrun.persistence import Backend, StoreUnavailable
 
 from . import kill_workflows as kw
+
+if TYPE_CHECKING:
+    from riverrun.runtime._worker import Worker
+
+
+#: how long the kill tests' workload may show no progress at all before it counts as stuck:
+#: longer than any pause a fault causes (a restart backoff of at most 5 s, an inbox watch that
+#: resumes ~2 s after a server restart, a replacement worker's start), even on a loaded
+#: machine where all of these take several times as long
+#: (``RIVERRUN_E2E_STALL`` overrides it)
+STALL_SECONDS = float(os.environ.get("RIVERRUN_E2E_STALL", "60"))
 
 
 @attrs.frozen(kw_only=True)
@@ -23,6 +37,61 @@ class StepCounts:
     recorded: int  # tokens the results used: one recorded execution per step
     rerun_keys: int  # steps that ran more than once (killed before their completion was recorded)
     max_runs: int  # the most executions of one step
+
+
+class Stalled(AssertionError):
+    """Nothing moved for the whole stall period."""
+
+
+@attrs.frozen(kw_only=True)
+class Waited:
+    seconds: float  # until done
+    longest_stall: float  # the longest time without progress
+
+
+async def wait_for_progress(
+    done: Callable[[], Awaitable[bool]],
+    progress: Callable[[], Awaitable[Hashable]],
+    *,
+    stall: float = STALL_SECONDS,
+    interval: float = 0.1,
+) -> Waited:
+    """Await ``done()``, for as long as ``progress()`` keeps changing.
+
+    A loaded machine makes the workload slow, not stuck: what fails the wait is ``stall``
+    seconds in which ``progress()`` (steps that ran, runs that moved on) stayed the same,
+    never the total time taken (``Stalled`` then)."""
+    started = last_change = time.monotonic()
+    last = await progress()
+    longest = 0.0
+    while not await done():
+        await anyio.sleep(interval)
+        now = time.monotonic()
+        current = await progress()
+        if current != last:
+            last, last_change = current, now
+        longest = max(longest, now - last_change)
+        if now - last_change > stall:
+            raise Stalled(f"no progress for {stall:g} s (at {last!r})")
+    return Waited(seconds=time.monotonic() - started, longest_stall=longest)
+
+
+def progress_of(
+    handles: Iterable[WorkflowHandle], tail: kw.LogTail
+) -> Callable[[], Awaitable[Any]]:
+    """Steps run so far and the chains' current runs: what changes while the workload moves
+    (for ``wait_for_progress``)."""
+    handles = list(handles)
+    runs: tuple[tuple[str, RunStatus], ...] = ()
+
+    async def check() -> Any:
+        nonlocal runs
+        tail.new_lines()
+        with contextlib.suppress(StoreUnavailable):  # then only the steps tell
+            runs = tuple((r.run_id, r.status) for r in [await h.describe() for h in handles])
+        return tail.steps, runs
+
+    return check
 
 
 def runs_by_key(log_path: str | os.PathLike[str]) -> dict[str, list[str]]:
@@ -123,6 +192,11 @@ LOST_CHILD_RESULT = (
     "got the child message: the worker died between the record update and the inbox send in "
     "WorkflowInstance._complete_chain, and a restarted worker only recovers running runs"
 )
+CHILD_END_SKIPPED = (
+    "a child's end message sits in its parent's inbox before the parent's cursor, but the "
+    "parent never recorded it: it arrived before the parent recorded child.started (the parent "
+    "failed between starting the child's chain and recording it) and was skipped as noise"
+)
 UNTRUNCATED_LINK = (
     "an earlier run kept its whole history: the hand-over projection "
     "(WorkflowInstance._complete_hand_over) was cut after move_head but before "
@@ -136,8 +210,55 @@ STRANDED_ON_TRUNCATED_RUN = (
 )
 
 
-async def diagnose(client: Client, backend: Backend) -> str:
-    """Which known failure signature the namespace shows, for a failing test's message."""
+async def diagnose(client: Client, backend: Backend, worker: Worker | None = None) -> str:
+    """Which known failure signature the namespace shows, for a failing test's message,
+    followed by what each chain that has not ended is waiting for."""
+    found = await _signatures(client, backend)
+    stuck = await describe_running(client, backend, worker)
+    return "; ".join(found or ["no known failure signature"]) + "".join(
+        f"\n  {line}" for line in stuck
+    )
+
+
+async def describe_running(
+    client: Client, backend: Backend, worker: Worker | None = None
+) -> list[str]:
+    """One line per running run: its last events, its unread inbox, whether the worker
+    (if in this process) hosts it."""
+    lines: list[str] = []
+    for run in await client.list_runs(status=RunStatus.RUNNING):
+        events = await client.events(run.run_id)
+        cursor = _cursor(events)
+        inbox = await backend.inbox.read(run.workflow_id, after=cursor)
+        last = ", ".join(f"#{e.sequence} {e.type.value}" + _detail(e.data) for e in events[-3:])
+        hosted = ""
+        if worker is not None:
+            hosted = " hosted" if run.workflow_id in worker._refs else " NOT hosted"
+        lines.append(
+            f"{run.workflow_id}/{run.run_id[:8]} (exec {run.execution}){hosted}: "
+            f"{len(events)} events, last [{last}]; unread inbox after {cursor}: "
+            f"{[(m.sequence, m.kind) for m in inbox]}"
+        )
+    return lines
+
+
+def _cursor(events: Iterable[Event]) -> int:
+    """The run's recorded inbox cursor (what it consumed; messages it skipped are not known)."""
+    events = list(events)
+    return max(
+        [e.data.get("inbox_cursor") or 0 for e in events if e.type == EventType.WORKFLOW_STARTED]
+        + [e.data.get("inbox_seq") or 0 for e in events],
+        default=0,
+    )
+
+
+def _detail(data: Mapping[str, Any]) -> str:
+    keys = ("timer_id", "child_workflow_id", "name", "inbox_seq", "fire_at")
+    shown = {k: data[k] for k in keys if k in data}
+    return f" {shown}" if shown else ""
+
+
+async def _signatures(client: Client, backend: Backend) -> list[str]:
     found: list[str] = []
     for run in await client.list_runs(status=RunStatus.RUNNING):
         events = await client.events(run.run_id)
@@ -155,7 +276,15 @@ async def diagnose(client: Client, backend: Backend) -> str:
             in (EventType.CHILD_COMPLETED, EventType.CHILD_FAILED, EventType.CHILD_CANCELLED)
         }
         inbox = await backend.inbox.read(run.workflow_id)
+        cursor = _cursor(events)
         told = {m.data.get("child_workflow_id") for m in inbox if m.kind == "child"}
+        passed = {
+            m.data.get("child_workflow_id")
+            for m in inbox
+            if m.kind == "child" and m.sequence <= cursor
+        }
+        for child in sorted((started - ended) & passed):
+            found.append(f"{CHILD_END_SKIPPED} (parent {run.workflow_id}, child {child})")
         for child in sorted(started - ended - told):
             child_head = await backend.runs.get_head(child)
             if child_head is None:
@@ -163,4 +292,4 @@ async def diagnose(client: Client, backend: Backend) -> str:
             child_run = await client.get_run(child_head.value.current_run_id)
             if child_run.status.is_terminal and child_run.status != RunStatus.CONTINUED_AS_NEW:
                 found.append(f"{LOST_CHILD_RESULT} (parent {run.workflow_id}, child {child})")
-    return "; ".join(found) or "no known failure signature"
+    return found

@@ -108,16 +108,19 @@ async def test_workflows_survive_nats_server_kills(
         worker = rt.worker
         assert worker is not None
         try:
-            await wait_until(_done_or_parked(handles, worker), timeout=120, interval=0.1)
-        except TimeoutError:
-            pytest.fail(f"no results: {await _diagnosis(rt)}")
+            waited = await checks.wait_for_progress(
+                _done_or_parked(handles, worker), checks.progress_of(handles, kw.LogTail(log))
+            )
+        except checks.Stalled as stalled:
+            pytest.fail(f"no results: {stalled}: {await _diagnosis(rt)}")
         assert {} == worker.parked, await _diagnosis(rt)
         results = {h.workflow_id: await h.result(timeout=10) for h in handles}
         statistics = worker.statistics()
         print(
             f"\nnats-server kills: {KILLS} (seed {SEED}), {gated_kills} of them once steps ran "
             f"again; down {downtime:.1f} s in total; kill phase {kill_phase:.1f} s, total "
-            f"{time.monotonic() - started_at:.1f} s"
+            f"{time.monotonic() - started_at:.1f} s, of which {waited.seconds:.1f} s waiting "
+            f"for the results (longest pause in progress {waited.longest_stall:.1f} s)"
         )
         print(
             "longest pause in step executions while the server was up: "
@@ -190,4 +193,4 @@ def _longest_pause_while_up(log: Path) -> float:
 
 
 async def _diagnosis(rt: Runtime) -> str:
-    return await retrying(lambda: checks.diagnose(rt.client, rt.backend))
+    return await retrying(lambda: checks.diagnose(rt.client, rt.backend, rt.worker))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import socket
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import anyio
 import nats
 import pytest
 
 from riverrun.persistence import EmbeddedNatsServer, NatsServerError, _embedded
-from riverrun.testing import nats_server as embedded_nats
+from riverrun.testing import nats_server as embedded_nats, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -115,6 +117,88 @@ def test_a_server_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
         with pytest.raises(NatsServerError, match=f"port {port}.*last log lines") as info:
             server.start()
     assert "address already in use" in str(info.value).lower()
+
+
+@contextmanager
+def held_port(port: int = 0) -> Iterator[socket.socket]:
+    """Another process's listener on ``port`` (0: any free one) of the loopback interface."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no obstacle
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        yield sock
+
+
+def test_ports_are_bound_by_the_server_itself_so_no_other_process_takes_them_first(
+    nats_server_factory: Callable[..., EmbeddedNatsServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with held_port() as taken:
+        port = taken.getsockname()[1]
+        # the race: a port found free, then taken by another process before the server
+        # listens on it (a pick-then-listen port chooser would return ``port`` here)
+        monkeypatch.setattr(_embedded, "_free_port", lambda host: port, raising=False)
+
+        server = nats_server_factory()
+
+        assert server.running
+        assert port != server.port
+        assert f"nats://127.0.0.1:{server.port}" == server.url
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+            assert conn.recv(4096).startswith(b"INFO ")
+
+
+async def test_a_restart_waits_for_its_port_to_be_freed_and_comes_back_on_it(
+    nats_server_factory: Callable[..., EmbeddedNatsServer],
+) -> None:
+    server = nats_server_factory()
+    port = server.port
+    nc = await nats.connect(server.url)
+    await nc.jetstream().add_stream(name="KEEP", subjects=["keep.>"])
+    await nc.jetstream().publish("keep.1", b"acknowledged")
+    await nc.close()
+    server.kill()
+
+    async def port_refused() -> bool:
+        return _embedded._ADDRESS_IN_USE in server.log_tail().lower()
+
+    with held_port(port) as taken:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.arestart)
+            # the restarted server found its port taken at least once ...
+            await wait_until(port_refused, timeout=30)
+            taken.close()  # ... and the other process lets it go
+
+    assert server.running
+    assert port == server.port
+    nc = await nats.connect(server.url)
+    try:
+        msg = await nc.jetstream().get_last_msg("KEEP", "keep.1")
+        assert b"acknowledged" == msg.data
+    finally:
+        await nc.close()
+
+
+def test_a_restart_whose_port_stays_taken_says_so_and_can_be_retried(
+    nats_server_factory: Callable[..., EmbeddedNatsServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_embedded, "_RESTART_ATTEMPTS", 3, raising=False)
+    server = nats_server_factory()
+    port = server.port
+    server.kill()
+
+    with held_port(port):
+        with pytest.raises(NatsServerError) as info:
+            server.restart()
+        message = str(info.value)
+        assert f"cannot restart nats-server on 127.0.0.1:{port}" in message
+        assert "another process holds the port" in message
+        assert "3 attempts" in message
+        assert not server.running
+        assert "killed" in repr(server)
+
+    server.restart()  # the port is free again
+
+    assert (port, True) == (server.port, server.running)
 
 
 def test_arguments_are_checked() -> None:
