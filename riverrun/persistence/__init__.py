@@ -46,6 +46,7 @@ from ._protocols import (
     RunStore as RunStore,
     SnapshotStore as SnapshotStore,
 )
+from ._quarantine import Quarantine as Quarantine, QuarantinedMessage as QuarantinedMessage
 from ._s3 import (
     S3PayloadStore as S3PayloadStore,
     S3SnapshotStore as S3SnapshotStore,
@@ -76,6 +77,8 @@ __all__ = [
     "NotFoundInStore",
     "PayloadStore",
     "PersistenceError",
+    "Quarantine",
+    "QuarantinedMessage",
     "RunKey",
     "RunStatus",
     "RunStore",

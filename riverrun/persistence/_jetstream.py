@@ -29,6 +29,7 @@ from ._jetstream_inbox import JetStreamInbox
 from ._jetstream_names import Names, check_namespace
 from ._jetstream_runs import JetStreamRunStore, open_kv_bucket
 from ._protocols import Clock
+from ._quarantine import Quarantine
 
 __all__ = ["open_jetstream_backend"]
 
@@ -184,13 +185,17 @@ async def _open_stores(
         conn, names.snapshots_bucket, replicas=replicas, what="snapshots"
     )
     max_event_bytes = conn.max_payload - _HEADER_ROOM
+    quarantine = Quarantine()
     return Backend(
         name=f"jetstream:{names.namespace}",
-        events=JetStreamEventLog(conn, names, codec, max_event_bytes=max_event_bytes),
+        events=JetStreamEventLog(
+            conn, names, codec, max_event_bytes=max_event_bytes, quarantine=quarantine
+        ),
         runs=JetStreamRunStore(conn, names, codec, clock, runs=runs, heads=heads, leases=leases),
         inbox=JetStreamInbox(conn, names, codec, clock),
         payloads=JetStreamPayloadStore(conn, payloads, names.payloads_bucket),
         snapshots=JetStreamSnapshotStore(conn, snapshots, names.snapshots_bucket),
         clock=clock,
         max_event_bytes=max_event_bytes,
+        quarantine=quarantine,
     )

@@ -45,6 +45,7 @@ from ..persistence import (
 from ._commands import ScheduleStep, StartChild, StartTimer, WaitChild, WaitSignal
 from ._events import EventType
 from ._machine import Cancelled, Completed, ContinuedAsNew, Failed, Outcome, WorkflowMachine
+from ._quarantine import quarantine_record, unusable
 
 if TYPE_CHECKING:
     from ._services import Services
@@ -357,7 +358,13 @@ class WorkflowInstance:
         data = message.data
         seq = message.sequence
         kind = message.kind
-        if kind == "signal":
+        reason = unusable(message)
+        if reason is not None:  # skipped for good: the cursor moves past it
+            self._skipped_to = max(self._skipped_to, seq)
+            self.services.backend.quarantine.report(
+                quarantine_record(message, reason, self.key.run_id)
+            )
+        elif kind == "signal":
             await self._record(
                 machine,
                 EventType.SIGNAL_RECEIVED,

@@ -37,8 +37,9 @@ from ..actors import (
     SupervisorStrategy,
     Terminated,
 )
-from ..persistence import InboxMessage, RunStatus
+from ..persistence import InboxMessage, QuarantinedMessage, RunStatus
 from ._instance import LeaseHeld, WorkflowInstance
+from ._quarantine import quarantine_record
 from ._services import Services
 
 __all__ = ["Worker", "WorkerStatistics"]
@@ -53,6 +54,8 @@ class WorkerStatistics:
     restarts: int
     passivated: int
     parked: int
+    #: messages skipped as undecodable or unusable (see ``Worker.quarantine``)
+    quarantined: int = 0
 
 
 class WorkflowActor(Actor):
@@ -156,7 +159,14 @@ class Worker:
             restarts=self._restarts,
             passivated=self._passivated,
             parked=len(self._parked),
+            quarantined=self.services.backend.quarantine.count,
         )
+
+    @property
+    def quarantine(self) -> list[QuarantinedMessage]:
+        """The most recently quarantined messages, oldest first: subject, sequence, reason,
+        workflow id and run id where known."""
+        return self.services.backend.quarantine.recent()
 
     @property
     def parked(self) -> dict[str, str]:
@@ -187,6 +197,12 @@ class Worker:
 
     async def _route(self, messages: AsyncIterator[InboxMessage]) -> None:
         async for message in messages:
+            if message.problem is not None:
+                # not routed: the workflow's instance meets it in its next inbox read
+                self.services.backend.quarantine.report(
+                    quarantine_record(message, message.problem, None)
+                )
+                continue
             await self.deliver(message.workflow_id, message)
 
     async def _recover(self) -> None:

@@ -1,0 +1,63 @@
+"""Which inbox messages a workflow instance cannot use, and how it quarantines them.
+
+Design note. The inbox is written by clients, workers, the server's schedules, and anyone
+else allowed to publish on its subjects. A message that did not decode (``problem`` set by
+the store) or whose data does not have the shape its kind needs (a signal without a name, a
+timer id that is not a string) is quarantined: reported once to the backend's
+``Quarantine`` (one ERROR log line, counted), recorded as an operator note of its workflow,
+and skipped: the run's cursor moves past it, so the messages after it are delivered and it
+is never retried. Checking the shape here, before anything is recorded, keeps one bad message
+from failing the instance, which would restart, read it again and fail again for ever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..persistence import InboxMessage, QuarantinedMessage
+
+__all__ = ["INBOX_KINDS", "quarantine_record", "unusable"]
+
+#: every kind of inbox message riverrun writes; a new kind must be added here
+INBOX_KINDS = frozenset({"signal", "cancel", "terminate", "timer", "child", "start"})
+
+
+def _str_or_none(data: Mapping[Any, Any], key: str) -> bool:
+    value = data.get(key)
+    return value is None or isinstance(value, str)
+
+
+def unusable(message: InboxMessage) -> str | None:
+    """Why ``message`` cannot be used by any run, or ``None`` if it can."""
+    if message.problem is not None:
+        return message.problem
+    kind, data = message.kind, message.data
+    if kind not in INBOX_KINDS:
+        return f"unknown message kind {kind!r} (riverrun writes {', '.join(sorted(INBOX_KINDS))})"
+    if kind == "signal":
+        if not isinstance(data.get("name"), str):
+            return "a signal message without a name (its 'name' must be a string)"
+    elif kind in ("cancel", "terminate"):
+        if not _str_or_none(data, "reason"):
+            return f"a {kind} message whose 'reason' is not a string"
+    elif kind == "timer":
+        if not (isinstance(data.get("timer_id"), str) and isinstance(data.get("run_id"), str)):
+            return "a timer message without a string 'timer_id' and 'run_id'"
+    elif kind == "child":
+        if not isinstance(data.get("child_workflow_id"), str):
+            return "a child message without a string 'child_workflow_id'"
+        if not (_str_or_none(data, "status") and _str_or_none(data, "message")):
+            return "a child message whose 'status' or 'message' is not a string"
+    return None
+
+
+def quarantine_record(message: InboxMessage, reason: str, run_id: str | None) -> QuarantinedMessage:
+    """The quarantine report for an inbox message."""
+    return QuarantinedMessage(
+        subject=message.subject or f"inbox:{message.workflow_id}",
+        sequence=message.sequence,
+        reason=reason,
+        workflow_id=message.workflow_id or None,
+        run_id=run_id,
+    )

@@ -1,0 +1,174 @@
+"""Bad messages are quarantined: skipped, logged once, counted; never fatal, never wedging."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgpack
+import nats
+import pytest
+
+from riverrun import EventType, Runtime, wait_for_signal, workflow
+from riverrun.persistence import EmbeddedNatsServer, RunKey
+from riverrun.testing import wait_until
+
+from .conftest import RuntimeFactory
+
+pytestmark = pytest.mark.anyio
+
+
+@workflow()
+async def waits_for_go() -> Any:
+    return await wait_for_signal("go")
+
+
+@workflow()
+async def two_signals() -> list[Any]:
+    return [await wait_for_signal("a"), await wait_for_signal("b")]
+
+
+@asynccontextmanager
+async def raw_nats(server: EmbeddedNatsServer) -> AsyncIterator[Any]:
+    nc = await nats.connect(server.url)
+    try:
+        yield nc.jetstream()
+    finally:
+        await nc.close()
+
+
+async def publish(js: Any, subject: str, body: bytes, headers: Mapping[str, str] | None) -> None:
+    await js.publish(subject, body, headers=dict(headers) if headers else None)
+
+
+async def quarantined(rt: Runtime, count: int) -> None:
+    assert rt.worker is not None
+    worker = rt.worker
+
+    async def reached() -> bool:
+        return worker.statistics().quarantined >= count
+
+    await wait_until(reached, timeout=20)
+
+
+async def test_garbage_on_the_inbox_subjects_does_not_end_the_worker(
+    nats_server: EmbeddedNatsServer, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="riverrun.quarantine")
+    async with (
+        Runtime.connect(nats_server.url, namespace=namespace, workflows=[waits_for_go]) as rt,
+        raw_nats(nats_server) as js,
+    ):
+        prefix = f"rr.{namespace}.in"
+        bad = [
+            (f"{prefix}.=ZZ", b"\x81\xa4name\xa2go", {"Rr-Kind": "signal"}),  # bad escape
+            (f"{prefix}.=41", b"\x80", {"Rr-Kind": "signal"}),  # not riverrun's escape of "A"
+            (f"{prefix}.a.b", b"\x80", {"Rr-Kind": "signal"}),  # too many tokens
+            (f"{prefix}.someone", b"raw bytes, no headers", None),
+            (f"{prefix}.someone", msgpack.packb({"name": "go"})[:-2], {"Rr-Kind": "signal"}),
+        ]
+        for subject, body, headers in bad:
+            await publish(js, subject, body, headers)
+        await quarantined(rt, len(bad))
+        # the worker still serves its workflows
+        handle = await rt.client.start(waits_for_go, workflow_id="healthy")
+        await handle.signal("go", 7)
+        assert 7 == await handle.result(timeout=20)
+        assert rt.worker is not None
+        assert len(bad) == rt.worker.statistics().quarantined
+        reports = rt.worker.quarantine
+        assert [s for s, _, _ in bad] == [r.subject for r in reports]
+        assert all(r.sequence > 0 and r.reason for r in reports)
+    lines = [r for r in caplog.records if r.name == "riverrun.quarantine"]
+    assert len(bad) == len(lines)
+    assert all(r.levelno == logging.ERROR for r in lines)
+    assert f"{prefix}.=ZZ" in lines[0].getMessage()
+
+
+async def test_a_signal_without_a_name_is_quarantined_and_the_next_one_delivered(
+    make_runtime: RuntimeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="riverrun.quarantine")
+    async with make_runtime(workflows=[two_signals]) as rt:
+        handle = await rt.client.start(two_signals, workflow_id="wedge")
+        inbox = rt.backend.inbox
+        await inbox.send("wedge", "signal", {"payload": "no name"})
+        await inbox.send("wedge", "signal", {"name": ["not", "a", "str"], "payload": 1})
+        await inbox.send("wedge", "timer", {"timer_id": ["unhashable"], "run_id": "x"})
+        await inbox.send("wedge", "child", {"child_workflow_id": {"a": 1}})
+        await inbox.send("wedge", "bogus-kind", {})
+        await handle.signal("a", 1)
+        await handle.signal("b", 2)
+        assert [1, 2] == await handle.result(timeout=20)
+        assert rt.worker is not None
+        assert 5 == rt.worker.statistics().quarantined
+        reports = rt.worker.quarantine
+        assert {"wedge"} == {r.workflow_id for r in reports}
+        assert {handle.first_run_id} == {r.run_id for r in reports}
+        assert "without a name" in reports[0].reason
+        events = await handle.events()
+        received = [e.data["name"] for e in events if e.type == EventType.SIGNAL_RECEIVED]
+        assert ["a", "b"] == received
+    assert 5 == len([r for r in caplog.records if r.name == "riverrun.quarantine"])
+
+
+async def test_garbage_left_in_a_workflow_inbox_across_a_restart(
+    nats_server: EmbeddedNatsServer, namespace: str
+) -> None:
+    async with Runtime.connect(
+        nats_server.url, namespace=namespace, workflows=[two_signals], worker=False
+    ) as client_rt:
+        handle = await client_rt.client.start(two_signals, workflow_id="left-over")
+        async with raw_nats(nats_server) as js:
+            subject = f"rr.{namespace}.in.left-over"
+            await publish(js, subject, b"\xc1 never valid msgpack", {"Rr-Kind": "signal"})
+            await publish(js, subject, b"no headers at all", None)
+            await publish(js, subject, msgpack.packb([1, 2]), {"Rr-Kind": "signal"})
+            await publish(js, subject, msgpack.packb({}), {"Rr-Kind": "signal", "Rr-Ts": "x"})
+        await handle.signal("a", "first")
+    async with Runtime.connect(nats_server.url, namespace=namespace, workflows=[two_signals]) as rt:
+        handle = rt.client.get_handle("left-over")
+        await handle.signal("b", "second")
+        assert ["first", "second"] == await handle.result(timeout=20)
+        assert rt.worker is not None
+        assert 4 == rt.worker.statistics().quarantined
+        run_id = (await handle.describe()).run_id
+        assert {run_id} == {r.run_id for r in rt.worker.quarantine}
+
+
+async def test_a_foreign_message_on_a_run_event_subject(
+    nats_server: EmbeddedNatsServer, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="riverrun.quarantine")
+    async with Runtime.connect(
+        nats_server.url, namespace=namespace, workflows=[two_signals]
+    ) as rt:
+        handle = await rt.client.start(two_signals, workflow_id="foreign")
+        await handle.signal("a", 1)
+
+        async def got_a() -> bool:
+            events = await handle.events()
+            return any(e.type == EventType.SIGNAL_RECEIVED for e in events)
+
+        await wait_until(got_a, timeout=20)
+        before = await handle.events()
+        subject = f"rr.{namespace}.ev.foreign.{handle.first_run_id}"
+        async with raw_nats(nats_server) as js:
+            await publish(js, subject, b"not an event", None)
+            await publish(js, subject, b"\x80", {"Rr-Seq": "99", "Rr-Type": "x"})
+        # the next append is fenced after the foreign messages: it must still go through
+        await handle.signal("b", 2)
+        assert [1, 2] == await handle.result(timeout=20)
+        after = await handle.events()
+        assert before == after[: len(before)]
+        assert [e.sequence for e in after] == list(range(1, len(after) + 1))
+        # replay skips them too
+        key = RunKey(workflow_id="foreign", run_id=handle.first_run_id)
+        assert [e.sequence for e in after] == [e.sequence for e in await rt.backend.events.read(key)]
+        assert rt.worker is not None
+        assert 2 == rt.worker.statistics().quarantined
+        assert {subject} == {r.subject for r in rt.worker.quarantine}
+        assert {"foreign"} == {r.workflow_id for r in rt.worker.quarantine}
+    assert 2 == len([r for r in caplog.records if r.name == "riverrun.quarantine"])
