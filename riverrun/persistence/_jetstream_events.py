@@ -324,7 +324,10 @@ class JetStreamEventLog:
         raw_seq = headers.get(HDR_SEQ, "")
         seq = int(raw_seq) if raw_seq.isascii() and raw_seq.isdigit() else -1
         if HDR_MARKER in headers:
-            reason = None if seq >= 0 and not msg.data else "a malformed truncation marker"
+            # a marker is written as a rollup of the subject (which only the stream's
+            # permissions can keep a foreign publisher from doing: it removes the history)
+            marker = seq >= 0 and not msg.data and "Nats-Rollup" in headers
+            reason = None if marker else "a malformed truncation marker"
         elif seq < 1:
             reason = f"no valid {HDR_SEQ} header"
         elif not headers.get(HDR_MSG_ID, "").startswith(run.id_prefix):

@@ -320,6 +320,7 @@ FOREIGN: list[tuple[bytes, dict[str, str] | None]] = [
     (b"no headers at all", None),
     (b"\x80", {"Rr-Seq": "7"}),  # a sequence but no Msg-Id of the run
     (b"", {"Rr-Marker": "truncated", "Rr-Seq": "x"}),  # a marker that is not one
+    (b"", {"Rr-Marker": "truncated", "Rr-Seq": "9"}),  # nor this one (not a rollup)
     (b"", {"Status": "404"}),  # looks like a direct get status, is a stored message
     (b"x", {"Rr-Seq": "-1", "Nats-Msg-Id": "elsewhere:1"}),
 ]
