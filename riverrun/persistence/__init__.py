@@ -38,6 +38,12 @@ from ._model import (
     Versioned as Versioned,
     WorkflowRun as WorkflowRun,
 )
+from ._notes import (
+    NOTES_KEPT as NOTES_KEPT,
+    OperatorNote as OperatorNote,
+    add_note as add_note,
+    read_notes as read_notes,
+)
 from ._protocols import (
     Clock as Clock,
     EventLog as EventLog,
@@ -72,9 +78,11 @@ __all__ = [
     "MemoryPayloadStore",
     "MemoryRunStore",
     "MemorySnapshotStore",
+    "NOTES_KEPT",
     "NatsServerError",
     "NewEvent",
     "NotFoundInStore",
+    "OperatorNote",
     "PayloadStore",
     "PersistenceError",
     "Quarantine",
@@ -91,7 +99,9 @@ __all__ = [
     "Upcaster",
     "Versioned",
     "WorkflowRun",
+    "add_note",
     "open_jetstream_backend",
     "open_memory_backend",
     "open_s3_stores",
+    "read_notes",
 ]

@@ -27,7 +27,7 @@ log = logging.getLogger("riverrun.quarantine")
 
 #: how many message keys are remembered for "seen already" (oldest forgotten first)
 _SEEN_MAX = 10_000
-#: how many reports wait at most for an instance to write them as operator notes
+#: for how many workflow ids reports wait at most for an instance to note them
 _UNNOTED_MAX = 1_000
 
 
@@ -62,7 +62,7 @@ class Quarantine:
     def __init__(self, *, keep: int = 100) -> None:
         self._recent: deque[QuarantinedMessage] = deque(maxlen=keep)
         self._seen: dict[tuple[str, int], None] = {}
-        self._unnoted: list[QuarantinedMessage] = []
+        self._unnoted: dict[str, list[QuarantinedMessage]] = {}
         self.count = 0
 
     def __repr__(self) -> str:
@@ -80,9 +80,10 @@ class Quarantine:
         self.count += 1
         self._recent.append(message)
         if message.workflow_id is not None:
-            self._unnoted.append(message)
-            if len(self._unnoted) > _UNNOTED_MAX:
-                del self._unnoted[0]  # never taken (no instance of that workflow ran here)
+            if len(self._unnoted) >= _UNNOTED_MAX and message.workflow_id not in self._unnoted:
+                # never taken (no instance of that workflow ran here): forget the oldest
+                del self._unnoted[next(iter(self._unnoted))]
+            self._unnoted.setdefault(message.workflow_id, []).append(message)
         log.error(
             "quarantined message %s #%d (workflow %s, run %s): %s",
             message.subject,
@@ -97,9 +98,10 @@ class Quarantine:
         """The most recent reports, oldest first."""
         return list(self._recent)
 
+    def has_unnoted(self, workflow_id: str) -> bool:
+        """Whether reports about ``workflow_id`` wait to be taken (cheap: a dict lookup)."""
+        return workflow_id in self._unnoted
+
     def take_unnoted(self, workflow_id: str) -> list[QuarantinedMessage]:
         """Reports about ``workflow_id`` not yet taken (to write as operator notes)."""
-        taken = [m for m in self._unnoted if m.workflow_id == workflow_id]
-        if taken:
-            self._unnoted = [m for m in self._unnoted if m.workflow_id != workflow_id]
-        return taken
+        return self._unnoted.pop(workflow_id, [])

@@ -45,7 +45,7 @@ from ..persistence import (
 from ._commands import ScheduleStep, StartChild, StartTimer, WaitChild, WaitSignal
 from ._events import EventType
 from ._machine import Cancelled, Completed, ContinuedAsNew, Failed, Outcome, WorkflowMachine
-from ._quarantine import quarantine_record, unusable
+from ._quarantine import note_quarantined, quarantine_record, unusable
 
 if TYPE_CHECKING:
     from ._services import Services
@@ -226,6 +226,7 @@ class WorkflowInstance:
         async for event in self.services.backend.events.stream(self.key):
             await self._apply(machine, event)
         machine.replaying = False
+        await self._note_quarantined()  # foreign messages the replay skipped, if any
         if machine.definition is None:
             raise NonDeterminismError(
                 f"run {self.workflow_id}/{run_id} has no workflow.started event; "
@@ -272,6 +273,7 @@ class WorkflowInstance:
             expected_last=machine.last_sequence,
             idempotency_id=f"{self.key.run_id}:{sequence}",
         )
+        await self._note_quarantined()  # foreign messages the append was fenced after, if any
         size = len(services.codec.dumps(stored_data, what="event data"))
         machine.apply(
             StoredEvent(
@@ -353,6 +355,11 @@ class WorkflowInstance:
                 return
             await self._consume(machine, message)
 
+    async def _note_quarantined(self) -> None:
+        services = self.services
+        if services.backend.quarantine.has_unnoted(self.workflow_id):
+            await note_quarantined(services.backend, self.workflow_id, services.worker_id)
+
     async def _consume(self, machine: WorkflowMachine, message: InboxMessage) -> None:
         assert self.key is not None
         data = message.data
@@ -364,6 +371,7 @@ class WorkflowInstance:
             self.services.backend.quarantine.report(
                 quarantine_record(message, reason, self.key.run_id)
             )
+            await self._note_quarantined()
         elif kind == "signal":
             await self._record(
                 machine,

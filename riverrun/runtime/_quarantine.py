@@ -12,12 +12,20 @@ from failing the instance, which would restart, read it again and fail again for
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
-from ..persistence import InboxMessage, QuarantinedMessage
+from .._errors import PersistenceError
+from ..persistence import Backend, InboxMessage, OperatorNote, QuarantinedMessage, add_note
 
-__all__ = ["INBOX_KINDS", "quarantine_record", "unusable"]
+__all__ = ["INBOX_KINDS", "QUARANTINED", "UNREGISTERED_TYPE", "note", "note_quarantined", "quarantine_record", "unusable"]
+
+log = logging.getLogger("riverrun.quarantine")
+
+#: operator note kinds
+QUARANTINED = "quarantined"
+UNREGISTERED_TYPE = "unregistered_type"
 
 #: every kind of inbox message riverrun writes; a new kind must be added here
 INBOX_KINDS = frozenset({"signal", "cancel", "terminate", "timer", "child", "start"})
@@ -61,3 +69,39 @@ def quarantine_record(message: InboxMessage, reason: str, run_id: str | None) ->
         workflow_id=message.workflow_id or None,
         run_id=run_id,
     )
+
+
+async def note_quarantined(backend: Backend, workflow_id: str, worker_id: str) -> None:
+    """Write the quarantine reports about ``workflow_id`` not yet noted as operator notes."""
+    for report in backend.quarantine.take_unnoted(workflow_id):
+        await note(
+            backend,
+            OperatorNote(
+                workflow_id=workflow_id,
+                kind=QUARANTINED,
+                message=(
+                    f"message {report.subject} #{report.sequence} was quarantined (skipped): "
+                    f"{report.reason}"
+                ),
+                at=report.at,
+                run_id=report.run_id,
+                subject=report.subject,
+                sequence=report.sequence,
+                worker_id=worker_id,
+            ),
+        )
+
+
+async def note(
+    backend: Backend, operator_note: OperatorNote, *, skip_if_noted: bool = False
+) -> None:
+    """Write an operator note; a store fault is logged, never raised (notes are advisory)."""
+    try:
+        await add_note(backend.snapshots, operator_note, skip_if_noted=skip_if_noted)
+    except PersistenceError as exc:
+        log.warning(
+            "workflow %s: could not write an operator note (%s): %s",
+            operator_note.workflow_id,
+            operator_note.message,
+            exc,
+        )

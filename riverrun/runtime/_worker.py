@@ -37,9 +37,9 @@ from ..actors import (
     SupervisorStrategy,
     Terminated,
 )
-from ..persistence import InboxMessage, QuarantinedMessage, RunStatus
+from ..persistence import InboxMessage, OperatorNote, QuarantinedMessage, RunStatus
 from ._instance import LeaseHeld, WorkflowInstance
-from ._quarantine import quarantine_record
+from ._quarantine import UNREGISTERED_TYPE, note, quarantine_record
 from ._services import Services
 
 __all__ = ["Worker", "WorkerStatistics"]
@@ -80,8 +80,8 @@ class WorkflowActor(Actor):
         except ConcurrencyConflict as err:
             log.warning("workflow %s: another worker owns it now: %s", instance.workflow_id, err)
         except WorkflowNotRegistered as err:
-            # another worker of the namespace hosts this workflow; leave it alone
-            log.debug("workflow %s not hosted here: %s", instance.workflow_id, err)
+            # another worker of the namespace may register it: leave the run as it is
+            await self.worker._not_registered(instance, err)
         else:
             if not instance.finished:
                 self.worker._passivated += 1
@@ -148,6 +148,8 @@ class Worker:
         self._started = 0
         self._restarts = 0
         self._passivated = 0
+        #: (workflow id, run id) whose unregistered type this worker has reported
+        self._unregistered: set[tuple[str, str | None]] = set()
 
     def __repr__(self) -> str:
         return f"<Worker active={len(self._refs)} parked={len(self._parked)}>"
@@ -167,6 +169,47 @@ class Worker:
         """The most recently quarantined messages, oldest first: subject, sequence, reason,
         workflow id and run id where known."""
         return self.services.backend.quarantine.recent()
+
+    async def _not_registered(self, instance: WorkflowInstance, err: WorkflowNotRegistered) -> None:
+        """Say once per run, in the log and as an operator note, that this worker does not
+        register the run's workflow type (a typo, or a worker with other code)."""
+        run_id = instance.key.run_id if instance.key else None
+        seen = (instance.workflow_id, run_id)
+        if seen in self._unregistered:
+            return
+        if len(self._unregistered) >= 10_000:
+            self._unregistered.clear()
+        self._unregistered.add(seen)
+        services = self.services
+        head = await services.backend.runs.get_head(instance.workflow_id)
+        name = head.value.workflow_name if head is not None else "?"
+        registered = ", ".join(services.registry.names()) or "none"
+        log.warning(
+            "workflow %s run %s: workflow type %r is not registered with this worker "
+            "(it registers: %s); the run stays %s for a worker that registers it: %s",
+            instance.workflow_id,
+            run_id,
+            name,
+            registered,
+            RunStatus.RUNNING.value,
+            err,
+        )
+        await note(
+            services.backend,
+            OperatorNote(
+                workflow_id=instance.workflow_id,
+                kind=UNREGISTERED_TYPE,
+                message=(
+                    f"worker {services.worker_id} does not register workflow type {name!r} "
+                    f"(it registers: {registered}); the run stays running until a worker "
+                    "that registers it picks it up"
+                ),
+                at=services.clock.now(),
+                run_id=run_id,
+                worker_id=services.worker_id,
+            ),
+            skip_if_noted=True,
+        )
 
     @property
     def parked(self) -> dict[str, str]:

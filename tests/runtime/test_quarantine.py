@@ -12,7 +12,7 @@ import nats
 import pytest
 
 from riverrun import EventType, Runtime, wait_for_signal, workflow
-from riverrun.persistence import EmbeddedNatsServer, RunKey
+from riverrun.persistence import EmbeddedNatsServer, OperatorNote, RunKey, read_notes
 from riverrun.testing import wait_until
 
 from .conftest import RuntimeFactory
@@ -41,6 +41,19 @@ async def raw_nats(server: EmbeddedNatsServer) -> AsyncIterator[Any]:
 
 async def publish(js: Any, subject: str, body: bytes, headers: Mapping[str, str] | None) -> None:
     await js.publish(subject, body, headers=dict(headers) if headers else None)
+
+
+async def notes_of(rt: Runtime, workflow_id: str, kind: str, count: int = 1) -> list[OperatorNote]:
+    found: list[OperatorNote] = []
+
+    async def written() -> bool:
+        nonlocal found
+        notes = await read_notes(rt.backend.snapshots, workflow_id)
+        found = [n for n in notes if n.kind == kind]
+        return len(found) >= count
+
+    await wait_until(written, timeout=20)
+    return found
 
 
 async def quarantined(rt: Runtime, count: int) -> None:
@@ -111,6 +124,11 @@ async def test_a_signal_without_a_name_is_quarantined_and_the_next_one_delivered
         events = await handle.events()
         received = [e.data["name"] for e in events if e.type == EventType.SIGNAL_RECEIVED]
         assert ["a", "b"] == received
+        # what `riverrun runs show` prints: one note per message, naming it and why
+        notes = await notes_of(rt, "wedge", "quarantined", 5)
+        assert [r.sequence for r in reports] == [n.sequence for n in notes]
+        assert {handle.first_run_id} == {n.run_id for n in notes}
+        assert "without a name" in notes[0].message
     assert 5 == len([r for r in caplog.records if r.name == "riverrun.quarantine"])
 
 
@@ -171,4 +189,47 @@ async def test_a_foreign_message_on_a_run_event_subject(
         assert 2 == rt.worker.statistics().quarantined
         assert {subject} == {r.subject for r in rt.worker.quarantine}
         assert {"foreign"} == {r.workflow_id for r in rt.worker.quarantine}
+        notes = await notes_of(rt, "foreign", "quarantined", 2)
+        assert {subject} == {n.subject for n in notes}
     assert 2 == len([r for r in caplog.records if r.name == "riverrun.quarantine"])
+
+
+async def test_a_start_of_a_type_no_worker_registers_is_said_once_and_noted(
+    make_runtime: RuntimeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="riverrun.worker")
+    async with make_runtime(workflows=[waits_for_go, two_signals]) as rt:
+        handle = await rt.client.start("wait_for_go", workflow_id="typo")  # sic
+        [note] = await notes_of(rt, "typo", "unregistered_type")
+        assert handle.first_run_id == note.run_id
+        assert "'wait_for_go'" in note.message and "two_signals, waits_for_go" in note.message
+        # more messages for it: the worker tries again, but says it once
+        assert rt.worker is not None
+        worker = rt.worker
+        started = worker.statistics().started
+        await handle.signal("go", 1)
+
+        async def tried_again() -> bool:
+            return worker.statistics().started > started and not worker.statistics().active
+
+        await wait_until(tried_again, timeout=20)
+        assert "running" == (await handle.describe()).status  # not failed: others may run it
+        assert [note] == await notes_of(rt, "typo", "unregistered_type")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    said = [m for m in warnings if "typo" in m and "wait_for_go" in m]
+    assert 1 == len(said), warnings
+    assert handle.first_run_id in said[0] and "two_signals, waits_for_go" in said[0]
+
+
+async def test_a_worker_that_registers_the_type_still_runs_it(
+    nats_server: EmbeddedNatsServer, namespace: str
+) -> None:
+    async with Runtime.connect(nats_server.url, namespace=namespace, workflows=[two_signals]) as a:
+        handle = await a.client.start("waits_for_go", workflow_id="elsewhere")
+        await notes_of(a, "elsewhere", "unregistered_type")
+        async with Runtime.connect(
+            nats_server.url, namespace=namespace, workflows=[waits_for_go]
+        ) as b:
+            await b.client.get_handle("elsewhere").signal("go", "ran")
+            assert "ran" == await b.client.get_handle("elsewhere").result(timeout=30)
+        assert "ran" == await handle.result(timeout=30)
