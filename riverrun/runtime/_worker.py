@@ -241,10 +241,14 @@ class Worker:
     async def _route(self, messages: AsyncIterator[InboxMessage]) -> None:
         async for message in messages:
             if message.problem is not None:
-                # not routed: the workflow's instance meets it in its next inbox read
-                self.services.backend.quarantine.report(
-                    quarantine_record(message, message.problem, None)
-                )
+                if message.workflow_id in self._refs:
+                    # its instance reads it next and quarantines it, naming the run
+                    await self.deliver(message.workflow_id, None)
+                else:
+                    # never spawn for garbage: an instance started later meets it in its read
+                    self.services.backend.quarantine.report(
+                        quarantine_record(message, message.problem, None)
+                    )
                 continue
             await self.deliver(message.workflow_id, message)
 

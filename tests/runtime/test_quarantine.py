@@ -233,3 +233,27 @@ async def test_a_worker_that_registers_the_type_still_runs_it(
             await b.client.get_handle("elsewhere").signal("go", "ran")
             assert "ran" == await b.client.get_handle("elsewhere").result(timeout=30)
         assert "ran" == await handle.result(timeout=30)
+
+
+async def test_garbage_sent_to_a_hosted_workflow_is_reported_with_its_run(
+    nats_server: EmbeddedNatsServer, namespace: str
+) -> None:
+    async with Runtime.connect(
+        nats_server.url, namespace=namespace, workflows=[two_signals], passivate_after=None
+    ) as rt:
+        handle = await rt.client.start(two_signals, workflow_id="hosted")
+        await handle.signal("a", 1)
+
+        async def got_a() -> bool:
+            events = await handle.events()
+            return any(e.type == EventType.SIGNAL_RECEIVED for e in events)
+
+        await wait_until(got_a, timeout=20)
+        async with raw_nats(nats_server) as js:
+            await publish(js, f"rr.{namespace}.in.hosted", b"garbage", {"Rr-Kind": "signal"})
+        await quarantined(rt, 1)
+        await handle.signal("b", 2)
+        assert [1, 2] == await handle.result(timeout=20)
+        assert rt.worker is not None
+        [report] = rt.worker.quarantine
+        assert ("hosted", handle.first_run_id) == (report.workflow_id, report.run_id)
