@@ -14,12 +14,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._errors import PersistenceError
+from .._errors import PersistenceError, WorkflowNotRegistered
 from ..persistence import Backend, InboxMessage, OperatorNote, QuarantinedMessage, add_note
 
-__all__ = ["INBOX_KINDS", "QUARANTINED", "UNREGISTERED_TYPE", "note", "note_quarantined", "quarantine_record", "unusable"]
+__all__ = [
+    "INBOX_KINDS",
+    "QUARANTINED",
+    "UNREGISTERED_TYPE",
+    "note",
+    "note_quarantined",
+    "quarantine_record",
+    "unusable",
+    "warn_unregistered",
+]
+
+if TYPE_CHECKING:
+    from ._services import Services
 
 log = logging.getLogger("riverrun.quarantine")
 
@@ -105,3 +117,44 @@ async def note(
             operator_note.message,
             exc,
         )
+
+
+async def warn_unregistered(
+    services: Services, workflow_id: str, run_id: str | None, err: WorkflowNotRegistered
+) -> None:
+    """Log (WARNING) and note that this worker does not register a run's workflow type.
+
+    The run is left as it is: several workers with different code may share a namespace,
+    and one that registers the type may still host it.
+    """
+    try:
+        head = await services.backend.runs.get_head(workflow_id)
+    except PersistenceError:
+        head = None
+    name = head.value.workflow_name if head is not None else "?"
+    registered = ", ".join(services.registry.names()) or "none"
+    logging.getLogger("riverrun.worker").warning(
+        "workflow %s run %s: workflow type %r is not registered with this worker "
+        "(it registers: %s); the run stays running for a worker that registers it: %s",
+        workflow_id,
+        run_id,
+        name,
+        registered,
+        err,
+    )
+    await note(
+        services.backend,
+        OperatorNote(
+            workflow_id=workflow_id,
+            kind=UNREGISTERED_TYPE,
+            message=(
+                f"worker {services.worker_id} does not register workflow type {name!r} "
+                f"(it registers: {registered}); the run stays running until a worker "
+                "that registers it picks it up"
+            ),
+            at=services.clock.now(),
+            run_id=run_id,
+            worker_id=services.worker_id,
+        ),
+        skip_if_noted=True,
+    )

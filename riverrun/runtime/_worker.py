@@ -37,9 +37,9 @@ from ..actors import (
     SupervisorStrategy,
     Terminated,
 )
-from ..persistence import InboxMessage, OperatorNote, QuarantinedMessage, RunStatus
+from ..persistence import InboxMessage, QuarantinedMessage, RunStatus
 from ._instance import LeaseHeld, WorkflowInstance
-from ._quarantine import UNREGISTERED_TYPE, note, quarantine_record
+from ._quarantine import quarantine_record, warn_unregistered
 from ._services import Services
 
 __all__ = ["Worker", "WorkerStatistics"]
@@ -180,36 +180,7 @@ class Worker:
         if len(self._unregistered) >= 10_000:
             self._unregistered.clear()
         self._unregistered.add(seen)
-        services = self.services
-        head = await services.backend.runs.get_head(instance.workflow_id)
-        name = head.value.workflow_name if head is not None else "?"
-        registered = ", ".join(services.registry.names()) or "none"
-        log.warning(
-            "workflow %s run %s: workflow type %r is not registered with this worker "
-            "(it registers: %s); the run stays %s for a worker that registers it: %s",
-            instance.workflow_id,
-            run_id,
-            name,
-            registered,
-            RunStatus.RUNNING.value,
-            err,
-        )
-        await note(
-            services.backend,
-            OperatorNote(
-                workflow_id=instance.workflow_id,
-                kind=UNREGISTERED_TYPE,
-                message=(
-                    f"worker {services.worker_id} does not register workflow type {name!r} "
-                    f"(it registers: {registered}); the run stays running until a worker "
-                    "that registers it picks it up"
-                ),
-                at=services.clock.now(),
-                run_id=run_id,
-                worker_id=services.worker_id,
-            ),
-            skip_if_noted=True,
-        )
+        await warn_unregistered(self.services, instance.workflow_id, run_id, err)
 
     @property
     def parked(self) -> dict[str, str]:
