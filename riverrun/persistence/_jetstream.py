@@ -25,6 +25,7 @@ from ._codec import Codec
 from ._jetstream_blobs import JetStreamPayloadStore, JetStreamSnapshotStore, open_object_bucket
 from ._jetstream_conn import JetStreamConnection, connect, translate_errors
 from ._jetstream_events import JetStreamEventLog
+from ._jetstream_guard import guard_status_headers
 from ._jetstream_inbox import JetStreamInbox
 from ._jetstream_names import Names, check_namespace
 from ._jetstream_runs import JetStreamRunStore, open_kv_bucket
@@ -170,6 +171,7 @@ async def open_jetstream_backend(
 async def _open_stores(
     conn: JetStreamConnection, names: Names, codec: Codec, clock: Clock, replicas: int
 ) -> Backend:
+    guard_status_headers(conn.nc)  # a foreign Status header must not deafen the inbox watch
     with translate_errors(conn.url, f"open namespace {names.namespace!r}"):
         config, required = _events_stream(names, replicas)
         await conn.ensure_stream(config, required=required, what="events")

@@ -81,6 +81,10 @@ async def test_garbage_on_the_inbox_subjects_does_not_end_the_worker(
             (f"{prefix}.a.b", b"\x80", {"Rr-Kind": "signal"}),  # too many tokens
             (f"{prefix}.someone", b"raw bytes, no headers", None),
             (f"{prefix}.someone", msgpack.packb({"name": "go"})[:-2], {"Rr-Kind": "signal"}),
+            # stored messages that look like a server's heartbeat and flow control to nats-py
+            (f"{prefix}.someone", b"", {"Status": "100", "Description": "Idle Heartbeat"}),
+            (f"{prefix}.someone", b"", {"Status": "100", "Description": "FlowControl Request"}),
+            (f"{prefix}.someone", b"", {"Status": "404"}),
         ]
         for subject, body, headers in bad:
             await publish(js, subject, body, headers)

@@ -39,10 +39,14 @@ async def healthy(count: int) -> int:
 # header names riverrun reads, and others; never Nats-* (those steer the server itself: a
 # rollup would remove history, which only the stream's permissions can prevent)
 HEADER_NAMES = st.sampled_from(
-    ["Rr-Kind", "Rr-Ts", "Rr-Seq", "Rr-Type", "Rr-Marker", "Rr-Last-Id", "Status", "X-Other"]
+    [
+        *("Rr-Kind", "Rr-Ts", "Rr-Seq", "Rr-Type", "Rr-Marker", "Rr-Last-Id", "X-Other"),
+        *("Status", "Description"),  # what nats-py also reads a server's status into
+    ]
 )
 HEADER_VALUES = st.one_of(
     st.sampled_from(["signal", "timer", "child", "start", "bogus", "1", "0", "-3", "99", ""]),
+    st.sampled_from(["100", "404", "408", "Idle Heartbeat", "FlowControl Request"]),
     st.sampled_from(["2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00", "not a time"]),
     st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=12),
 )
