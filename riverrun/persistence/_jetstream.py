@@ -193,7 +193,9 @@ async def _open_stores(
         events=JetStreamEventLog(
             conn, names, codec, max_event_bytes=max_event_bytes, quarantine=quarantine
         ),
-        runs=JetStreamRunStore(conn, names, codec, clock, runs=runs, heads=heads, leases=leases),
+        runs=JetStreamRunStore(
+            conn, names, codec, clock, runs=runs, heads=heads, leases=leases, quarantine=quarantine
+        ),
         inbox=JetStreamInbox(conn, names, codec, clock),
         payloads=JetStreamPayloadStore(conn, payloads, names.payloads_bucket),
         snapshots=JetStreamSnapshotStore(conn, snapshots, names.snapshots_bucket),

@@ -261,3 +261,24 @@ async def test_garbage_sent_to_a_hosted_workflow_is_reported_with_its_run(
         assert rt.worker is not None
         [report] = rt.worker.quarantine
         assert ("hosted", handle.first_run_id) == (report.workflow_id, report.run_id)
+
+
+async def test_a_foreign_write_to_the_run_records_does_not_stop_recovery(
+    nats_server: EmbeddedNatsServer, namespace: str
+) -> None:
+    async with Runtime.connect(nats_server.url, namespace=namespace, worker=False) as client_rt:
+        handle = await client_rt.client.start("waits_for_go", workflow_id="recovered")
+    bucket = f"RIVERRUN_{namespace.upper().replace('-', '_')}_RUNS"
+    async with raw_nats(nats_server) as js:
+        await publish(js, f"$KV.{bucket}.garbage", b"not a record", None)
+        await publish(js, f"$KV.{bucket}.other", msgpack.packb({"a": 1}), None)
+    # a worker starting resumes every running workflow: the garbage must not stop it
+    async with Runtime.connect(nats_server.url, namespace=namespace, workflows=[waits_for_go]) as rt:
+        await rt.client.get_handle("recovered").signal("go", "back")
+        assert "back" == await rt.client.get_handle("recovered").result(timeout=20)
+        assert rt.worker is not None
+        assert 2 == rt.worker.statistics().quarantined
+        assert {f"$KV.{bucket}.garbage", f"$KV.{bucket}.other"} == {
+            r.subject for r in rt.worker.quarantine
+        }
+    assert handle.first_run_id
