@@ -42,6 +42,7 @@ from ._notes import (
     NOTES_KEPT as NOTES_KEPT,
     OperatorNote as OperatorNote,
     add_note as add_note,
+    add_notes as add_notes,
     read_notes as read_notes,
 )
 from ._protocols import (
@@ -100,6 +101,7 @@ __all__ = [
     "Versioned",
     "WorkflowRun",
     "add_note",
+    "add_notes",
     "open_jetstream_backend",
     "open_memory_backend",
     "open_s3_stores",

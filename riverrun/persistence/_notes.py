@@ -13,6 +13,7 @@ may lose one of the two notes), never read on a hot path, and never part of the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from ._codec import Codec
 from ._jetstream_names import escape_token
 from ._protocols import SnapshotStore
 
-__all__ = ["NOTES_KEPT", "OperatorNote", "add_note", "read_notes"]
+__all__ = ["NOTES_KEPT", "OperatorNote", "add_note", "add_notes", "read_notes"]
 
 #: how many notes are kept per workflow id (the oldest go first)
 NOTES_KEPT = 20
@@ -85,13 +86,28 @@ async def add_note(
     Returns:
         Whether the note was written.
     """
+    return bool(await add_notes(store, [note], skip_if_noted=skip_if_noted, codec=codec))
+
+
+async def add_notes(
+    store: SnapshotStore,
+    notes: Sequence[OperatorNote],
+    *,
+    skip_if_noted: bool = False,
+    codec: Codec | None = None,
+) -> int:
+    """Append several notes of one workflow id in one write; returns how many were added."""
+    if not notes:
+        return 0
+    workflow_id = notes[0].workflow_id
+    if any(n.workflow_id != workflow_id for n in notes):
+        raise ValueError("add_notes() takes the notes of one workflow id")
     codec = codec if codec is not None else Codec()
-    notes = await read_notes(store, note.workflow_id, codec=codec)
-    if skip_if_noted and any(
-        (n.kind, n.run_id, n.message) == (note.kind, note.run_id, note.message) for n in notes
-    ):
-        return False
-    notes = [*notes, note][-NOTES_KEPT:]
-    data = [attrs.asdict(n) for n in notes]
-    await store.put(_key(note.workflow_id), codec.dumps(data, what="operator notes"))
-    return True
+    kept = await read_notes(store, workflow_id, codec=codec)
+    seen = {(n.kind, n.run_id, n.message) for n in kept}
+    new = [n for n in notes if not skip_if_noted or (n.kind, n.run_id, n.message) not in seen]
+    if not new:
+        return 0
+    data = [attrs.asdict(n) for n in [*kept, *new][-NOTES_KEPT:]]
+    await store.put(_key(workflow_id), codec.dumps(data, what="operator notes"))
+    return len(new)

@@ -352,8 +352,9 @@ class WorkflowInstance:
         for message in messages:
             if machine.outcome is not None:
                 self._inbox_dirty = True  # the rest is for the next run, if there is one
-                return
+                break
             await self._consume(machine, message)
+        await self._note_quarantined()  # what it skipped, in one write
 
     async def _note_quarantined(self) -> None:
         services = self.services
@@ -371,7 +372,6 @@ class WorkflowInstance:
             self.services.backend.quarantine.report(
                 quarantine_record(message, reason, self.key.run_id)
             )
-            await self._note_quarantined()
         elif kind == "signal":
             await self._record(
                 machine,

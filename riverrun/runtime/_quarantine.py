@@ -17,7 +17,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._errors import PersistenceError, WorkflowNotRegistered
-from ..persistence import Backend, InboxMessage, OperatorNote, QuarantinedMessage, add_note
+from ..persistence import (
+    NOTES_KEPT,
+    Backend,
+    InboxMessage,
+    OperatorNote,
+    QuarantinedMessage,
+    add_notes,
+)
 
 __all__ = [
     "INBOX_KINDS",
@@ -85,9 +92,10 @@ def quarantine_record(message: InboxMessage, reason: str, run_id: str | None) ->
 
 async def note_quarantined(backend: Backend, workflow_id: str, worker_id: str) -> None:
     """Write the quarantine reports about ``workflow_id`` not yet noted as operator notes."""
-    for report in backend.quarantine.take_unnoted(workflow_id):
-        await note(
-            backend,
+    reports = backend.quarantine.take_unnoted(workflow_id)[-NOTES_KEPT:]
+    await note(
+        backend,
+        *(
             OperatorNote(
                 workflow_id=workflow_id,
                 kind=QUARANTINED,
@@ -100,21 +108,25 @@ async def note_quarantined(backend: Backend, workflow_id: str, worker_id: str) -
                 subject=report.subject,
                 sequence=report.sequence,
                 worker_id=worker_id,
-            ),
-        )
+            )
+            for report in reports
+        ),
+    )
 
 
-async def note(
-    backend: Backend, operator_note: OperatorNote, *, skip_if_noted: bool = False
-) -> None:
-    """Write an operator note; a store fault is logged, never raised (notes are advisory)."""
+async def note(backend: Backend, *notes: OperatorNote, skip_if_noted: bool = False) -> None:
+    """Write operator notes of one workflow id; a store fault is logged, never raised (notes
+    are advisory)."""
+    if not notes:
+        return
     try:
-        await add_note(backend.snapshots, operator_note, skip_if_noted=skip_if_noted)
+        await add_notes(backend.snapshots, notes, skip_if_noted=skip_if_noted)
     except PersistenceError as exc:
         log.warning(
-            "workflow %s: could not write an operator note (%s): %s",
-            operator_note.workflow_id,
-            operator_note.message,
+            "workflow %s: could not write %d operator note(s) (%s): %s",
+            notes[0].workflow_id,
+            len(notes),
+            notes[-1].message,
             exc,
         )
 
