@@ -32,6 +32,7 @@ last sequence and Msg-Id, so the run's numbering (and the fence) survive an empt
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
@@ -363,7 +364,11 @@ class JetStreamEventLog:
         run = self._run(key)
         with translate_errors(self._conn.url, f"truncate run {key.workflow_id}/{key.run_id}"):
             if keep_last > 0:
-                await self._conn.purge(self._stream, subject=run.subject, keep=keep_last)
+                # purge below the first kept event (not `keep=`: a foreign message at the tail
+                # would count as one of the kept and cost a real event)
+                first_kept = await self._nth_last_of_ours(run, keep_last)
+                if first_kept is not None:
+                    await self._conn.purge(self._stream, subject=run.subject, seq=first_kept)
                 return
             while True:
                 await self._refresh(run)
@@ -425,6 +430,28 @@ class JetStreamEventLog:
         last_id = headers.get(HDR_LAST_ID) if HDR_MARKER in headers else headers.get(HDR_MSG_ID)
         # the fence is the subject's last message, whoever wrote it
         run.set_tail(seq, stream_seq, last_id)
+
+    async def _nth_last_of_ours(self, run: _Run, n: int) -> int | None:
+        """The stream sequence of riverrun's ``n``-th last message on the run's subject;
+        ``None`` if it has fewer."""
+        if n == 1:
+            last = await self._conn.direct_last(self._stream, run.subject)
+            if last is None:
+                return None
+            if self._ours(run, last) is not None:
+                return int((last.headers or {})["Nats-Sequence"])
+        kept: deque[int] = deque(maxlen=n)
+        start = 1
+        while True:
+            msgs, pending = await self._conn.direct_batch(
+                self._stream, run.subject, start_seq=start, batch=_READ_BATCH
+            )
+            for msg in msgs:
+                if self._ours(run, msg) is not None:
+                    kept.append(int((msg.headers or {})["Nats-Sequence"]))
+            if not msgs or pending == 0:
+                return kept[0] if len(kept) == n else None
+            start = int(msgs[-1].headers["Nats-Sequence"]) + 1  # type: ignore[index]
 
     async def _last_of_ours(self, run: _Run) -> Msg | None:
         last: Msg | None = None

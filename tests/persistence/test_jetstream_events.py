@@ -353,3 +353,22 @@ async def test_foreign_messages_on_a_run_subject_are_skipped_and_quarantined(
     assert {(key.workflow_id, key.run_id)} == {(r.workflow_id, r.run_id) for r in reports}
     assert {log._run(key).subject} == {r.subject for r in reports}
     assert len({r.sequence for r in reports}) == len(reports)
+
+
+async def test_truncation_keeps_the_last_events_whatever_foreign_messages_follow(
+    backend: Backend,
+) -> None:
+    key = new_key()
+    log = _log(backend)
+    for i in range(1, 5):
+        await backend.events.append(key, ev(i=i), expected_last=i - 1, idempotency_id=str(i))
+    await log._conn.js.publish(log._run(key).subject, b"foreign", headers=None)
+    await backend.events.truncate(key, keep_last=1)
+    assert [4] == [e.data["i"] for e in await backend.events.read(key)]
+    await log._conn.js.publish(log._run(key).subject, b"foreign", headers=None)
+    await backend.events.append(key, ev(i=5), expected_last=4, idempotency_id="5")
+    await backend.events.append(key, ev(i=6), expected_last=5, idempotency_id="6")
+    await log._conn.js.publish(log._run(key).subject, b"foreign", headers=None)
+    await backend.events.truncate(key, keep_last=2)
+    assert [5, 6] == [e.data["i"] for e in await backend.events.read(key)]
+    assert 6 == await backend.events.last_sequence(key)
