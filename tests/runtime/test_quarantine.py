@@ -11,7 +11,7 @@ import msgpack
 import nats
 import pytest
 
-from riverrun import EventType, Runtime, wait_for_signal, workflow
+from riverrun import EventType, Runtime, continue_as_new, wait_for_signal, workflow
 from riverrun.persistence import EmbeddedNatsServer, OperatorNote, RunKey, read_notes
 from riverrun.testing import wait_until
 
@@ -28,6 +28,14 @@ async def waits_for_go() -> Any:
 @workflow()
 async def two_signals() -> list[Any]:
     return [await wait_for_signal("a"), await wait_for_signal("b")]
+
+
+@workflow()
+async def continues_once(first: bool = True) -> Any:
+    value = await wait_for_signal("go")
+    if first:
+        continue_as_new(first=False)
+    return value
 
 
 @asynccontextmanager
@@ -282,3 +290,29 @@ async def test_a_foreign_write_to_the_run_records_does_not_stop_recovery(
             r.subject for r in rt.worker.quarantine
         }
     assert handle.first_run_id
+
+
+async def test_a_foreign_message_before_a_hand_over_neither_blocks_it_nor_costs_the_link(
+    nats_server: EmbeddedNatsServer, namespace: str
+) -> None:
+    async with Runtime.connect(
+        nats_server.url, namespace=namespace, workflows=[continues_once]
+    ) as rt:
+        handle = await rt.client.start(continues_once, workflow_id="linked")
+        subject = f"rr.{namespace}.ev.linked.{handle.first_run_id}"
+        async with raw_nats(nats_server) as js:
+            await publish(js, subject, b"foreign", None)
+        await handle.signal("go", 1)  # continues as new: the first run is cut to its link
+
+        async def second_run() -> bool:
+            return 2 == (await handle.describe()).execution
+
+        await wait_until(second_run, timeout=20)
+        async with raw_nats(nats_server) as js:
+            await publish(js, subject, b"foreign, after the link", None)
+        await handle.signal("go", 2)
+        assert 2 == await handle.result(timeout=20)
+        chain = await rt.client.get_workflow_chain(handle.first_run_id)
+        assert 2 == len(chain)
+        [link] = await rt.client.events(handle.first_run_id)
+        assert EventType.WORKFLOW_CONTINUED_AS_NEW == link.type
