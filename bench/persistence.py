@@ -147,6 +147,10 @@ async def bench_replay(backend: Backend, url: str, target_events: int, others: i
         f"(b) filling: {target_events:,} events of one run among {others:,} events of "
         f"{other_runs:,} other runs ..."
     )
+    def target_headers(seq: int) -> dict[str, str]:
+        # what the log writes: a message without the run's Msg-Id is foreign, and skipped
+        return {"Rr-Seq": str(seq), "Nats-Msg-Id": f"replay-target.r1:{seq}"}
+
     # Interleave: the target's events are scattered evenly through the stream.
     every = max(others // target_events, 1)
     nc = await nats.connect(url)
@@ -166,13 +170,13 @@ async def bench_replay(backend: Backend, url: str, target_events: int, others: i
         if i % every == 0 and seq < target_events:
             seq += 1
             await js.publish_async(
-                target_subject, encode_event(codec, step_event(seq)), headers={"Rr-Seq": str(seq)}
+                target_subject, encode_event(codec, step_event(seq)), headers=target_headers(seq)
             )
             published += 1
     while seq < target_events:
         seq += 1
         await js.publish_async(
-            target_subject, encode_event(codec, step_event(seq)), headers={"Rr-Seq": str(seq)}
+            target_subject, encode_event(codec, step_event(seq)), headers=target_headers(seq)
         )
         published += 1
     await js.publish_async_completed()

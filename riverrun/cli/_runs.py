@@ -10,12 +10,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.markup import escape
 
 from ._exit import CliError, ExitCode, fail, run_command
 from ._filters import EventFilter
 from ._format import (
     dumps_json,
     format_duration,
+    format_time,
     print_chain,
     print_events,
     print_run,
@@ -24,6 +26,7 @@ from ._format import (
     to_jsonable,
 )
 from ._parsing import parse_datetime, parse_json
+from ._runtime import open_runtime
 from ._settings import Settings, connection_options, json_option, open_client, pass_settings
 
 if TYPE_CHECKING:
@@ -106,15 +109,31 @@ def list_(
 @connection_options(envvar=False)
 @pass_settings
 def show(settings: Settings, run_id: str) -> None:
-    """Show one run: status, timing, chain links, result or error."""
+    """Show one run: status, timing, chain links, result or error, and the workflow's
+    operator notes (messages quarantined, a workflow type no worker registers)."""
 
     async def go() -> None:
-        async with open_client(settings) as client:
-            run = await resolve_run(client, run_id, settings)
+        from riverrun.persistence import read_notes
+
+        async with open_runtime(settings) as runtime:
+            run = await resolve_run(runtime.client, run_id, settings)
+            notes = await read_notes(runtime.backend.snapshots, run.workflow_id)
         if settings.json:
-            click.echo(dumps_json(run_to_json(run)))
+            shown = run_to_json(run)
+            if notes:
+                shown["notes"] = [to_jsonable(note) for note in notes]
+            click.echo(dumps_json(shown))
         else:
-            print_run(settings.console(), run)
+            console = settings.console()
+            print_run(console, run)
+            if notes:
+                console.print("[bold]Notes:[/bold]")
+                for note in notes:
+                    console.print(
+                        f"  {format_time(note.at)} [yellow]{escape(note.kind)}[/yellow]: "
+                        f"{escape(note.message)}",
+                        soft_wrap=True,
+                    )
 
     run_command(go, servers=settings.servers)
 

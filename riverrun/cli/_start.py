@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import TYPE_CHECKING, Any
 
+import anyio
 import click
 
 from ._exit import ExitCode, fail, run_command
 from ._format import dumps_json, format_duration, run_duration, to_jsonable
 from ._parsing import parse_call_arguments
-from ._settings import Settings, connection_options, json_option, open_client, pass_settings
+from ._runtime import open_runtime
+from ._settings import Settings, connection_options, json_option, pass_settings
+
+if TYPE_CHECKING:
+    from riverrun.persistence import OperatorNote, SnapshotStore
 
 __all__ = ["start"]
+
+#: seconds between two reads of the workflow's operator notes while waiting
+_NOTES_POLL = 1.0
 
 
 @click.command()
@@ -51,7 +60,8 @@ def start(
     async def go() -> None:
         from riverrun._errors import CancellationError, WorkflowFailed
 
-        async with open_client(settings) as client:
+        async with open_runtime(settings) as runtime:
+            client = runtime.client
             handle = await client.start(workflow, *positional, workflow_id=workflow_id, **keywords)
             report: dict[str, Any] = {
                 "workflow_id": handle.workflow_id,
@@ -64,16 +74,26 @@ def start(
             if not settings.json:
                 _report_started(settings, report)
             error: BaseException | None = None
-            try:
-                report["result"] = to_jsonable(await handle.result(timeout=timeout))
-            except (WorkflowFailed, CancellationError) as exc:
-                error = exc
-            except TimeoutError:
+            unregistered = _UnregisteredWatch(runtime.backend.snapshots, handle.workflow_id)
+            caught: Exception | None = None
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(unregistered.watch, handle.first_run_id, workflow)
+                try:
+                    report["result"] = to_jsonable(await handle.result(timeout=timeout))
+                except Exception as exc:  # sorted out below, outside the task group
+                    caught = exc
+                tg.cancel_scope.cancel()
+            if isinstance(caught, WorkflowFailed | CancellationError):
+                error = caught
+            elif isinstance(caught, TimeoutError):
                 fail(
-                    f"gave up waiting after {format_duration(timeout)}; the workflow is still "
+                    await unregistered.explain(handle.first_run_id, workflow)
+                    or f"gave up waiting after {format_duration(timeout)}; the workflow is still "
                     f"running: riverrun runs show {handle.workflow_id}",
                     exit_code=ExitCode.FAILED,
                 )
+            elif caught is not None:
+                raise caught
             last = await handle.describe()
         report.update(
             status=str(last.status),
@@ -101,3 +121,41 @@ def _report_started(settings: Settings, report: dict[str, Any]) -> None:
         f"Started {report['workflow_name']}: workflow id {report['workflow_id']}, "
         f"run id {report['run_id']}"
     )
+
+
+class _UnregisteredWatch:
+    """Watches a workflow's operator notes while ``start --wait`` waits: a worker that saw the
+    start but does not register the workflow type leaves a note (the run stays running, since
+    another worker may register it), and the wait says so instead of waiting silently."""
+
+    def __init__(self, snapshots: SnapshotStore, workflow_id: str) -> None:
+        self._snapshots = snapshots
+        self._workflow_id = workflow_id
+        self.note: OperatorNote | None = None
+
+    async def watch(self, run_id: str, workflow: str) -> None:
+        while self.note is None:
+            await anyio.sleep(_NOTES_POLL)
+            await self._read(run_id)
+        click.echo(f"warning: {self.note.message}. Still waiting...", err=True)
+
+    async def explain(self, run_id: str, workflow: str) -> str | None:
+        """Why the wait ended without a result, if a worker said so."""
+        if self.note is None:
+            await self._read(run_id)
+        if self.note is None:
+            return None
+        return (
+            f"no worker registers workflow type {workflow!r}; the run stays running until a "
+            f"worker that registers it picks it up (riverrun runs show {self._workflow_id}; "
+            f"riverrun runs cancel {self._workflow_id} if the name is a typo). "
+            f"{self.note.message}"
+        )
+
+    async def _read(self, run_id: str) -> None:
+        from riverrun.persistence import read_notes
+
+        with contextlib.suppress(Exception):  # notes are advisory: never fail the wait
+            for note in await read_notes(self._snapshots, self._workflow_id):
+                if note.kind == "unregistered_type" and note.run_id == run_id:
+                    self.note = note

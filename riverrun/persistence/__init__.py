@@ -38,6 +38,13 @@ from ._model import (
     Versioned as Versioned,
     WorkflowRun as WorkflowRun,
 )
+from ._notes import (
+    NOTES_KEPT as NOTES_KEPT,
+    OperatorNote as OperatorNote,
+    add_note as add_note,
+    add_notes as add_notes,
+    read_notes as read_notes,
+)
 from ._protocols import (
     Clock as Clock,
     EventLog as EventLog,
@@ -46,6 +53,7 @@ from ._protocols import (
     RunStore as RunStore,
     SnapshotStore as SnapshotStore,
 )
+from ._quarantine import Quarantine as Quarantine, QuarantinedMessage as QuarantinedMessage
 from ._s3 import (
     S3PayloadStore as S3PayloadStore,
     S3SnapshotStore as S3SnapshotStore,
@@ -71,11 +79,15 @@ __all__ = [
     "MemoryPayloadStore",
     "MemoryRunStore",
     "MemorySnapshotStore",
+    "NOTES_KEPT",
     "NatsServerError",
     "NewEvent",
     "NotFoundInStore",
+    "OperatorNote",
     "PayloadStore",
     "PersistenceError",
+    "Quarantine",
+    "QuarantinedMessage",
     "RunKey",
     "RunStatus",
     "RunStore",
@@ -88,7 +100,10 @@ __all__ = [
     "Upcaster",
     "Versioned",
     "WorkflowRun",
+    "add_note",
+    "add_notes",
     "open_jetstream_backend",
     "open_memory_backend",
     "open_s3_stores",
+    "read_notes",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from ._protocols import Clock, EventLog, Inbox, PayloadStore, RunStore, SnapshotStore
+from ._quarantine import Quarantine
 
 __all__ = ["Backend"]
 
@@ -26,6 +27,8 @@ class Backend:
     clock: Clock
     #: the largest single message the log accepts (NATS max_payload); events over it are refused
     max_event_bytes: int = 1024 * 1024
+    #: where the stores and the runtime report messages they skip as undecodable or unusable
+    quarantine: Quarantine = attrs.field(factory=Quarantine)
 
     def __repr__(self) -> str:
         return f"<Backend {self.name}>"

@@ -25,10 +25,12 @@ from ._codec import Codec
 from ._jetstream_blobs import JetStreamPayloadStore, JetStreamSnapshotStore, open_object_bucket
 from ._jetstream_conn import JetStreamConnection, connect, translate_errors
 from ._jetstream_events import JetStreamEventLog
+from ._jetstream_guard import guard_status_headers
 from ._jetstream_inbox import JetStreamInbox
 from ._jetstream_names import Names, check_namespace
 from ._jetstream_runs import JetStreamRunStore, open_kv_bucket
 from ._protocols import Clock
+from ._quarantine import Quarantine
 
 __all__ = ["open_jetstream_backend"]
 
@@ -169,6 +171,7 @@ async def open_jetstream_backend(
 async def _open_stores(
     conn: JetStreamConnection, names: Names, codec: Codec, clock: Clock, replicas: int
 ) -> Backend:
+    guard_status_headers(conn.nc)  # a foreign Status header must not deafen the inbox watch
     with translate_errors(conn.url, f"open namespace {names.namespace!r}"):
         config, required = _events_stream(names, replicas)
         await conn.ensure_stream(config, required=required, what="events")
@@ -184,13 +187,19 @@ async def _open_stores(
         conn, names.snapshots_bucket, replicas=replicas, what="snapshots"
     )
     max_event_bytes = conn.max_payload - _HEADER_ROOM
+    quarantine = Quarantine()
     return Backend(
         name=f"jetstream:{names.namespace}",
-        events=JetStreamEventLog(conn, names, codec, max_event_bytes=max_event_bytes),
-        runs=JetStreamRunStore(conn, names, codec, clock, runs=runs, heads=heads, leases=leases),
+        events=JetStreamEventLog(
+            conn, names, codec, max_event_bytes=max_event_bytes, quarantine=quarantine
+        ),
+        runs=JetStreamRunStore(
+            conn, names, codec, clock, runs=runs, heads=heads, leases=leases, quarantine=quarantine
+        ),
         inbox=JetStreamInbox(conn, names, codec, clock),
         payloads=JetStreamPayloadStore(conn, payloads, names.payloads_bucket),
         snapshots=JetStreamSnapshotStore(conn, snapshots, names.snapshots_bucket),
         clock=clock,
         max_event_bytes=max_event_bytes,
+        quarantine=quarantine,
     )

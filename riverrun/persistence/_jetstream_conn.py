@@ -182,7 +182,8 @@ class JetStreamConnection:
     @staticmethod
     def _direct_result(msg: Msg) -> Msg | None:
         headers = msg.headers
-        if not msg.data and headers is not None:
+        # a stored message always has Nats-Sequence: a "Status" header on it is its own
+        if not msg.data and headers is not None and "Nats-Sequence" not in headers:
             status = headers.get("Status")
             if status == "404":
                 return None
@@ -209,7 +210,8 @@ class JetStreamConnection:
         # A callback, not next_msg(): next_msg costs a task, a uuid and a wait_for per message.
         async def collect(msg: Msg) -> None:
             headers = msg.headers
-            if headers is None or "Status" not in headers:
+            # (a stored message always has Nats-Sequence: a "Status" header on it is its own)
+            if headers is None or "Status" not in headers or "Nats-Sequence" in headers:
                 out.append(msg)
             elif not end.done():
                 end.set_result(msg)

@@ -15,6 +15,15 @@ last message: if its Msg-Id is ours, this was a retry whose ack was lost (the fe
 before Msg-Id dedup, so a retry never gets a duplicate ack), and its sequence is returned;
 otherwise another writer won and the caller gets ``ConcurrencyConflict``.
 
+Foreign messages. Anyone allowed to publish on a run's subject can put a message there that
+riverrun did not write. A message is riverrun's if it is a truncation marker or carries a valid
+``Rr-Seq`` and a ``Nats-Msg-Id`` scoped to the run; anything else is foreign: reads skip it
+and report it to the backend's quarantine (logged once, counted), and the tail — the fence —
+is the last event of riverrun's, at the stream sequence of whatever message is last on the
+subject. So a foreign message neither hides recorded events from a replay nor makes the
+owner's next append look like a lost race: the append is fenced again after it. (A message
+that claims to be riverrun's but does not decode is a corrupt history: ``CodecError``.)
+
 Truncation keeps the per-run numbers: ``keep_last >= 1`` purges the subject keeping the tail;
 ``keep_last == 0`` rolls the subject up into one body-less marker message that remembers the
 last sequence and Msg-Id, so the run's numbering (and the fence) survive an empty history.
@@ -23,6 +32,7 @@ last sequence and Msg-Id, so the run's numbering (and the fence) survive an empt
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
@@ -50,6 +60,7 @@ from ._jetstream_names import (
     escape_token,
 )
 from ._model import Append, NewEvent, RunKey, StoredEvent
+from ._quarantine import Quarantine, QuarantinedMessage
 
 __all__ = ["JetStreamEventLog"]
 
@@ -57,14 +68,17 @@ _WRONG_LAST: Final = (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CONST)
 _READ_BATCH: Final = 2000
 _CACHE_MAX_RUNS: Final = 100_000
 _MAX_ATOMIC: Final = 1000  # the server's limit on messages per atomic batch
+#: appends fenced again after foreign messages keep arriving on a run's subject, at most
+_FOREIGN_RETRIES: Final = 5
 
 
 class _Run:
     """What the log knows about one run: its subject and (maybe stale) tail."""
 
-    __slots__ = ("id_prefix", "last_id", "seq", "stream_seq", "subject")
+    __slots__ = ("id_prefix", "key", "last_id", "seq", "stream_seq", "subject")
 
-    def __init__(self, subject: str, id_prefix: str) -> None:
+    def __init__(self, key: RunKey, subject: str, id_prefix: str) -> None:
+        self.key = key
         self.subject = subject
         self.id_prefix = id_prefix
         self.seq: int | None = None  # None: unknown
@@ -81,9 +95,16 @@ class JetStreamEventLog:
     """``EventLog`` on a JetStream stream. Build it with ``open_jetstream_backend``."""
 
     def __init__(
-        self, conn: JetStreamConnection, names: Names, codec: Codec, *, max_event_bytes: int
+        self,
+        conn: JetStreamConnection,
+        names: Names,
+        codec: Codec,
+        *,
+        max_event_bytes: int,
+        quarantine: Quarantine | None = None,
     ) -> None:
         self._conn = conn
+        self._quarantine = quarantine if quarantine is not None else Quarantine()
         self._names = names
         self._codec = codec
         self._stream = names.events_stream
@@ -103,24 +124,28 @@ class JetStreamEventLog:
         body = self._encode(key, event)
         msg_id = run.id_prefix + idempotency_id
         with translate_errors(self._conn.url, f"append to run {key.workflow_id}/{key.run_id}"):
-            if run.seq != expected_last and not (run.seq is None and expected_last == 0):
-                await self._refresh(run)
-                if run.seq != expected_last:
+            for attempt in range(1, _FOREIGN_RETRIES + 1):
+                if run.seq != expected_last and not (run.seq is None and expected_last == 0):
+                    await self._refresh(run)
+                    if run.seq != expected_last:
+                        return self._resolve(key, run, expected_last, msg_id)
+                seq = expected_last + 1
+                headers = {
+                    HDR_MSG_ID: msg_id,
+                    HDR_EXPECTED_LAST_SUBJECT_SEQ: str(run.stream_seq),
+                    HDR_SEQ: str(seq),
+                    HDR_TYPE: event.type,
+                }
+                try:
+                    ack = await self._conn.publish(run.subject, body, headers)
+                    break
+                except JsApiError as exc:
+                    if exc.err_code not in _WRONG_LAST:
+                        raise
+                    await self._refresh(run)
+                    if run.seq == expected_last and attempt < _FOREIGN_RETRIES:
+                        continue  # only foreign messages came after our tail: fence after them
                     return self._resolve(key, run, expected_last, msg_id)
-            seq = expected_last + 1
-            headers = {
-                HDR_MSG_ID: msg_id,
-                HDR_EXPECTED_LAST_SUBJECT_SEQ: str(run.stream_seq),
-                HDR_SEQ: str(seq),
-                HDR_TYPE: event.type,
-            }
-            try:
-                ack = await self._conn.publish(run.subject, body, headers)
-            except JsApiError as exc:
-                if exc.err_code not in _WRONG_LAST:
-                    raise
-                await self._refresh(run)
-                return self._resolve(key, run, expected_last, msg_id)
             if ack.get("duplicate"):
                 # The fence passed yet the Msg-Id was seen: the id was used before in this run.
                 await self._refresh(run)
@@ -139,6 +164,9 @@ class JetStreamEventLog:
             return []
         if len(appends) > _MAX_ATOMIC:
             raise ValueError(f"at most {_MAX_ATOMIC} appends per atomic batch, got {len(appends)}")
+        return await self._append_atomic(appends, tries=_FOREIGN_RETRIES)
+
+    async def _append_atomic(self, appends: Sequence[Append], *, tries: int) -> list[int]:
         runs = [self._run(a.key) for a in appends]
         bodies = [self._encode(a.key, a.event) for a in appends]
         msg_ids = [run.id_prefix + a.idempotency_id for run, a in zip(runs, appends, strict=True)]
@@ -179,6 +207,14 @@ class JetStreamEventLog:
                     raise
                 for run in {id(r): r for r in runs}.values():
                     await self._refresh(run)
+                if (
+                    exc.err_code in _WRONG_LAST
+                    and tries > 1
+                    and self._plan(appends, runs) is not None
+                ):
+                    # every run's tail is still what the caller expected: only foreign messages
+                    # moved a fence; write the batch again, fenced after them
+                    return await self._append_atomic(appends, tries=tries - 1)
                 return await self._resolve_batch(appends, runs, msg_ids)
             # The batch's messages have consecutive stream sequences ending at the ack's.
             first_stream_seq = int(ack["seq"]) - last_index
@@ -272,21 +308,45 @@ class JetStreamEventLog:
     def _decode_all(self, key: RunKey, msgs: list[Msg], after: int) -> list[StoredEvent]:
         out = []
         codec = self._codec
+        run = self._run(key)
         for msg in msgs:
             headers = msg.headers or {}
-            if HDR_MARKER in headers:
+            seq = self._ours(run, msg)
+            if seq is None or HDR_MARKER in headers:
                 continue
-            try:
-                seq = int(headers[HDR_SEQ])
-            except (KeyError, ValueError) as exc:
-                raise CodecError(
-                    f"run {key.workflow_id}/{key.run_id}: message at stream sequence "
-                    f"{headers.get('Nats-Sequence')} has no valid {HDR_SEQ} header; it was not "
-                    "written by riverrun"
-                ) from exc
             if seq > after:
                 out.append(decode_event(codec, msg.data, key=key, sequence=seq))
         return out
+
+    def _ours(self, run: _Run, msg: Msg) -> int | None:
+        """The per-run sequence of a message riverrun wrote; ``None`` (reported to the
+        quarantine) for a foreign one."""
+        headers = msg.headers or {}
+        raw_seq = headers.get(HDR_SEQ, "")
+        seq = int(raw_seq) if raw_seq.isascii() and raw_seq.isdigit() else -1
+        if HDR_MARKER in headers:
+            # a marker is written as a rollup of the subject (which only the stream's
+            # permissions can keep a foreign publisher from doing: it removes the history)
+            marker = seq >= 0 and not msg.data and "Nats-Rollup" in headers
+            reason = None if marker else "a malformed truncation marker"
+        elif seq < 1:
+            reason = f"no valid {HDR_SEQ} header"
+        elif not headers.get(HDR_MSG_ID, "").startswith(run.id_prefix):
+            reason = f"no {HDR_MSG_ID} of this run"
+        else:
+            reason = None
+        if reason is None:
+            return seq
+        self._quarantine.report(
+            QuarantinedMessage(
+                subject=run.subject,
+                sequence=int(headers.get("Nats-Sequence", "0")),
+                reason=f"not an event written by riverrun ({reason}); skipped",
+                workflow_id=run.key.workflow_id,
+                run_id=run.key.run_id,
+            )
+        )
+        return None
 
     async def last_sequence(self, key: RunKey) -> int:
         """The run's last sequence; 0 if it has no events."""
@@ -304,7 +364,11 @@ class JetStreamEventLog:
         run = self._run(key)
         with translate_errors(self._conn.url, f"truncate run {key.workflow_id}/{key.run_id}"):
             if keep_last > 0:
-                await self._conn.purge(self._stream, subject=run.subject, keep=keep_last)
+                # purge below the first kept event (not `keep=`: a foreign message at the tail
+                # would count as one of the kept and cost a real event)
+                first_kept = await self._nth_last_of_ours(run, keep_last)
+                if first_kept is not None:
+                    await self._conn.purge(self._stream, subject=run.subject, seq=first_kept)
                 return
             while True:
                 await self._refresh(run)
@@ -344,7 +408,7 @@ class JetStreamEventLog:
                 for old in list(self._runs)[: _CACHE_MAX_RUNS // 2]:
                     del self._runs[old]
             wf, rid = escape_token(key.workflow_id), escape_token(key.run_id)
-            run = _Run(f"rr.{self._names.namespace}.ev.{wf}.{rid}", f"{wf}.{rid}:")
+            run = _Run(key, f"rr.{self._names.namespace}.ev.{wf}.{rid}", f"{wf}.{rid}:")
             self._runs[key] = run
         return run
 
@@ -354,10 +418,54 @@ class JetStreamEventLog:
         if msg is None:
             run.set_tail(0, 0, None)
             return
+        stream_seq = int((msg.headers or {})["Nats-Sequence"])
+        if self._ours(run, msg) is None:
+            # a foreign message is last: riverrun's tail is further back (rare: read it all)
+            msg = await self._last_of_ours(run)
+            if msg is None:
+                run.set_tail(0, stream_seq, None)
+                return
         headers = msg.headers or {}
         seq = int(headers.get(HDR_SEQ, "0"))
         last_id = headers.get(HDR_LAST_ID) if HDR_MARKER in headers else headers.get(HDR_MSG_ID)
-        run.set_tail(seq, int(headers["Nats-Sequence"]), last_id)
+        # the fence is the subject's last message, whoever wrote it
+        run.set_tail(seq, stream_seq, last_id)
+
+    async def _nth_last_of_ours(self, run: _Run, n: int) -> int | None:
+        """The stream sequence of riverrun's ``n``-th last message on the run's subject;
+        ``None`` if it has fewer."""
+        if n == 1:
+            last = await self._conn.direct_last(self._stream, run.subject)
+            if last is None:
+                return None
+            if self._ours(run, last) is not None:
+                return int((last.headers or {})["Nats-Sequence"])
+        kept: deque[int] = deque(maxlen=n)
+        start = 1
+        while True:
+            msgs, pending = await self._conn.direct_batch(
+                self._stream, run.subject, start_seq=start, batch=_READ_BATCH
+            )
+            for msg in msgs:
+                if self._ours(run, msg) is not None:
+                    kept.append(int((msg.headers or {})["Nats-Sequence"]))
+            if not msgs or pending == 0:
+                return kept[0] if len(kept) == n else None
+            start = int(msgs[-1].headers["Nats-Sequence"]) + 1  # type: ignore[index]
+
+    async def _last_of_ours(self, run: _Run) -> Msg | None:
+        last: Msg | None = None
+        start = 1
+        while True:
+            msgs, pending = await self._conn.direct_batch(
+                self._stream, run.subject, start_seq=start, batch=_READ_BATCH
+            )
+            for msg in msgs:
+                if self._ours(run, msg) is not None:
+                    last = msg
+            if not msgs or pending == 0:
+                return last
+            start = int(msgs[-1].headers["Nats-Sequence"]) + 1  # type: ignore[index]
 
     def _resolve(self, key: RunKey, run: _Run, expected_last: int, msg_id: str) -> int:
         """The run's fresh tail does not match ``expected_last``: a lost ack or a conflict."""

@@ -106,6 +106,7 @@ class JetStreamInbox:
                         int(headers["Nats-Sequence"]),
                         msg,
                         headers.get("Nats-Time-Stamp"),
+                        subject=subject,
                     )
                 )
             if not msgs or pending == 0:
@@ -185,10 +186,27 @@ class JetStreamInbox:
                 await sub.unsubscribe()
 
     async def _messages(self, msgs: AsyncIterator[Msg]) -> AsyncIterator[InboxMessage]:
+        # Never raises on a message: anyone allowed to publish on the inbox subjects could
+        # otherwise end every worker's watch. A bad one is yielded with ``problem`` set.
         async for msg in msgs:
             meta = msg.metadata
-            workflow_id = self._names.workflow_of_inbox_subject(msg.subject)
-            yield self._decode(workflow_id, meta.sequence.stream, msg, None, meta.timestamp)
+            sequence = meta.sequence.stream
+            try:
+                workflow_id = self._names.workflow_of_inbox_subject(msg.subject)
+            except ValueError as exc:
+                yield InboxMessage(
+                    workflow_id="",
+                    sequence=sequence,
+                    kind="",
+                    data={},
+                    timestamp=meta.timestamp or self._clock.now(),
+                    problem=str(exc),
+                    subject=msg.subject,
+                )
+                continue
+            yield self._decode(
+                workflow_id, sequence, msg, None, meta.timestamp, subject=msg.subject
+            )
 
     async def purge(self, workflow_id: str, *, up_to: int) -> None:
         """Drop the workflow's messages with sequence <= ``up_to``."""
@@ -205,26 +223,53 @@ class JetStreamInbox:
         msg: Msg,
         nats_time: str | None,
         stored_at: datetime | None = None,
+        *,
+        subject: str,
     ) -> InboxMessage:
+        """Decode one message; one that does not decode comes back with ``problem`` set
+        (never an exception: the caller quarantines it and moves on)."""
         headers = msg.headers or {}
         what = f"inbox message {sequence} of {workflow_id}"
         try:
+            kind, timestamp, data = self._decode_fields(headers, msg.data, what, nats_time)
+        except Exception as exc:  # foreign bytes may break a decoder in any way
+            return InboxMessage(
+                workflow_id=workflow_id,
+                sequence=sequence,
+                kind="",
+                data={},
+                timestamp=stored_at or self._clock.now(),
+                problem=str(exc) if isinstance(exc, CodecError) else f"cannot decode {what}: {exc!r}",
+                subject=subject,
+            )
+        return InboxMessage(
+            workflow_id=workflow_id,
+            sequence=sequence,
+            kind=kind,
+            data=data,
+            timestamp=timestamp if timestamp is not None else stored_at or self._clock.now(),
+            subject=subject,
+        )
+
+    def _decode_fields(
+        self, headers: Mapping[str, str], body: bytes, what: str, nats_time: str | None
+    ) -> tuple[str, datetime | None, dict[str, Any]]:
+        try:
             kind = headers[HDR_KIND]
             stamp = headers.get(HDR_TIMESTAMP)
+            timestamp: datetime | None = None
             if stamp is not None:
                 timestamp = datetime.fromisoformat(stamp)
+                if timestamp.tzinfo is None:
+                    raise ValueError("naive timestamp")
             elif nats_time is not None:
                 timestamp = _parse_nats_time(nats_time)
-            else:
-                timestamp = stored_at or self._clock.now()
         except (KeyError, ValueError) as exc:
             raise CodecError(f"cannot decode {what}: missing or bad riverrun headers") from exc
-        data = self._codec.loads(msg.data, what=what)
+        data = self._codec.loads(body, what=what)
         if not isinstance(data, dict):
             raise CodecError(f"cannot decode {what}: its data is not a mapping")
-        return InboxMessage(
-            workflow_id=workflow_id, sequence=sequence, kind=kind, data=data, timestamp=timestamp
-        )
+        return kind, timestamp, data
 
 
 def _as_dict(data: Mapping[str, Any]) -> dict[str, Any]:

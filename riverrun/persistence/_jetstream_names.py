@@ -71,7 +71,10 @@ def unescape_token(token: str) -> str:
     while i < len(token):
         char = token[i]
         if char == "=":
-            raw.append(int(token[i + 1 : i + 3], 16))
+            pair = token[i + 1 : i + 3]
+            if len(pair) != 2 or not all(c in "0123456789ABCDEFabcdef" for c in pair):
+                raise ValueError(f"bad escape {token[i : i + 3]!r} in {token!r}")
+            raw.append(int(pair, 16))
             i += 3
         else:
             raw.extend(char.encode())
@@ -154,5 +157,22 @@ class Names:
         return f"rr.{self.namespace}.sched.{escape_token(workflow_id)}.{escape_token(timer_id)}"
 
     def workflow_of_inbox_subject(self, subject: str) -> str:
-        """The workflow id an ``rr.<ns>.in.<token>`` subject addresses."""
-        return unescape_token(subject.rsplit(".", 1)[1])
+        """The workflow id an ``rr.<ns>.in.<token>`` subject addresses.
+
+        Raises:
+            ValueError: ``subject`` is not one riverrun would write (another shape, a bad or
+                non-canonical escape): nobody reads such a subject's messages.
+        """
+        prefix = f"rr.{self.namespace}.in."
+        token = subject[len(prefix) :] if subject.startswith(prefix) else ""
+        if not token or "." in token:
+            raise ValueError(f"{subject!r} is not an inbox subject ({prefix}<workflow id>)")
+        try:
+            workflow_id = unescape_token(token)
+        except ValueError as exc:  # a bad hex escape, or bytes that are not UTF-8
+            raise ValueError(f"{subject!r} has a bad escape in its workflow id ({exc})") from exc
+        if escape_token(workflow_id) != token:
+            raise ValueError(
+                f"{subject!r} is not how riverrun escapes workflow id {workflow_id!r}"
+            )
+        return workflow_id

@@ -26,6 +26,7 @@ from ._jetstream_conn import JetStreamConnection, translate_errors
 from ._jetstream_names import Names, escape_token
 from ._model import ChainHead, Lease, RunStatus, Versioned, WorkflowRun
 from ._protocols import Clock
+from ._quarantine import Quarantine, QuarantinedMessage
 
 __all__ = ["JetStreamRunStore", "open_kv_bucket"]
 
@@ -87,7 +88,9 @@ class JetStreamRunStore:
         runs: KeyValue,
         heads: KeyValue,
         leases: KeyValue,
+        quarantine: Quarantine | None = None,
     ) -> None:
+        self._quarantine = quarantine if quarantine is not None else Quarantine()
         self._conn = conn
         self._names = names
         self._codec = codec
@@ -134,7 +137,19 @@ class JetStreamRunStore:
                 headers = msg.headers or {}
                 if "KV-Operation" in headers or not msg.data:
                     continue  # a delete or purge marker
-                run = self._decode(msg.data, WorkflowRun, f"run record {msg.subject}")
+                subject = headers.get("Nats-Subject", msg.subject)
+                try:
+                    run = self._decode(msg.data, WorkflowRun, f"run record {subject}")
+                except PersistenceError as exc:
+                    # not riverrun's: one foreign write must not stop every worker's recovery
+                    self._quarantine.report(
+                        QuarantinedMessage(
+                            subject=subject,
+                            sequence=int(headers.get("Nats-Sequence", "0")),
+                            reason=f"not a run record: {exc}",
+                        )
+                    )
+                    continue
                 if (workflow_id is None or run.workflow_id == workflow_id) and (
                     status is None or run.status == status
                 ):

@@ -156,3 +156,8 @@ class InboxMessage:
     kind: str
     data: Mapping[str, Any]
     timestamp: datetime
+    #: set when the message could not be decoded: why (``kind`` and ``data`` are then empty);
+    #: the runtime quarantines such a message instead of using it
+    problem: str | None = None
+    #: where the message is stored (its NATS subject), for operators; ``""`` in memory
+    subject: str = ""

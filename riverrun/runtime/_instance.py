@@ -57,6 +57,7 @@ from ._logcontext import (
     step_attempt,
 )
 from ._machine import Cancelled, Completed, ContinuedAsNew, Failed, Outcome, WorkflowMachine
+from ._quarantine import note_quarantined, quarantine_record, unusable
 
 if TYPE_CHECKING:
     from ._services import Services
@@ -249,6 +250,7 @@ class WorkflowInstance:
         async for event in self.services.backend.events.stream(self.key):
             await self._apply(machine, event)
         machine.replaying = False
+        await self._note_quarantined()  # foreign messages the replay skipped, if any
         if machine.definition is None:
             raise NonDeterminismError(
                 f"run {self.workflow_id}/{run_id} has no workflow.started event; "
@@ -296,6 +298,7 @@ class WorkflowInstance:
             expected_last=machine.last_sequence,
             idempotency_id=f"{self.key.run_id}:{sequence}",
         )
+        await self._note_quarantined()  # foreign messages the append was fenced after, if any
         size = len(services.codec.dumps(stored_data, what="event data"))
         machine.apply(
             StoredEvent(
@@ -377,11 +380,17 @@ class WorkflowInstance:
         for message in messages:
             if machine.outcome is not None:
                 self._inbox_dirty = True  # the rest is for the next run, if there is one
-                return
+                break
             if _ends_pending_child(machine, message):
                 self._inbox_dirty = True  # read again once the child's start is recorded
-                return
+                break
             await self._consume(machine, message)
+        await self._note_quarantined()  # what it skipped, in one write
+
+    async def _note_quarantined(self) -> None:
+        services = self.services
+        if services.backend.quarantine.has_unnoted(self.workflow_id):
+            await note_quarantined(services.backend, self.workflow_id, services.worker_id)
 
     async def _consume(self, machine: WorkflowMachine, message: InboxMessage) -> None:
         assert self.key is not None
@@ -389,7 +398,13 @@ class WorkflowInstance:
         data = message.data
         seq = message.sequence
         kind = message.kind
-        if kind == "signal":
+        reason = unusable(message)
+        if reason is not None:  # skipped for good: the cursor moves past it
+            self._skipped_to = max(self._skipped_to, seq)
+            self.services.backend.quarantine.report(
+                quarantine_record(message, reason, self.key.run_id)
+            )
+        elif kind == "signal":
             await self._record(
                 machine,
                 EventType.SIGNAL_RECEIVED,
@@ -794,7 +809,8 @@ def _ends_pending_child(machine: WorkflowMachine, message: InboxMessage) -> bool
     noise here, it would be lost, and the parent would wait for the child for ever."""
     command = machine.pending
     return (
-        message.kind == "child"
+        message.problem is None
+        and message.kind == "child"
         and isinstance(command, StartChild)
         and message.data.get("child_workflow_id") == command.workflow_id
     )

@@ -39,10 +39,11 @@ from ..actors import (
     SupervisorStrategy,
     Terminated,
 )
-from ..persistence import InboxMessage, RunStatus
+from ..persistence import InboxMessage, QuarantinedMessage, RunStatus
 from ._containment import CrashTracker, crash_signature, is_infrastructure
 from ._instance import LeaseHeld, WorkflowInstance
 from ._logcontext import bind_workflow, install_context_filter
+from ._quarantine import quarantine_record, warn_unregistered
 from ._services import Services
 
 __all__ = ["Worker", "WorkerStatistics"]
@@ -57,6 +58,8 @@ class WorkerStatistics:
     restarts: int
     passivated: int
     parked: int
+    #: messages skipped as undecodable or unusable (see ``Worker.quarantine``)
+    quarantined: int = 0
 
 
 class WorkflowActor(Actor):
@@ -85,8 +88,8 @@ class WorkflowActor(Actor):
         except ConcurrencyConflict as err:
             log.warning("workflow %s: another worker owns it now: %s", instance.workflow_id, err)
         except WorkflowNotRegistered as err:
-            # another worker of the namespace hosts this workflow; leave it alone
-            log.debug("workflow %s not hosted here: %s", instance.workflow_id, err)
+            # another worker of the namespace may register it: leave the run as it is
+            await self.worker._not_registered(instance, err)
         except Exception as err:
             if not self.worker._crashed(self.instance, err):
                 raise  # the supervisor restarts the actor, with backoff
@@ -159,6 +162,8 @@ class Worker:
         self._restarts = 0
         self._passivated = 0
         install_context_filter()  # loggers created since import get the context too
+        #: (workflow id, run id) whose unregistered type this worker has reported
+        self._unregistered: set[tuple[str, str | None]] = set()
 
     def __repr__(self) -> str:
         return f"<Worker active={len(self._refs)} parked={len(self._parked)}>"
@@ -170,7 +175,26 @@ class Worker:
             restarts=self._restarts,
             passivated=self._passivated,
             parked=len(self._parked),
+            quarantined=self.services.backend.quarantine.count,
         )
+
+    @property
+    def quarantine(self) -> list[QuarantinedMessage]:
+        """The most recently quarantined messages, oldest first: subject, sequence, reason,
+        workflow id and run id where known."""
+        return self.services.backend.quarantine.recent()
+
+    async def _not_registered(self, instance: WorkflowInstance, err: WorkflowNotRegistered) -> None:
+        """Say once per run, in the log and as an operator note, that this worker does not
+        register the run's workflow type (a typo, or a worker with other code)."""
+        run_id = instance.key.run_id if instance.key else None
+        seen = (instance.workflow_id, run_id)
+        if seen in self._unregistered:
+            return
+        if len(self._unregistered) >= 10_000:
+            self._unregistered.clear()
+        self._unregistered.add(seen)
+        await warn_unregistered(self.services, instance.workflow_id, run_id, err)
 
     @property
     def parked(self) -> dict[str, str]:
@@ -255,6 +279,16 @@ class Worker:
 
     async def _route(self, messages: AsyncIterator[InboxMessage]) -> None:
         async for message in messages:
+            if message.problem is not None:
+                if message.workflow_id in self._refs:
+                    # its instance reads it next and quarantines it, naming the run
+                    await self.deliver(message.workflow_id, None)
+                else:
+                    # never spawn for garbage: an instance started later meets it in its read
+                    self.services.backend.quarantine.report(
+                        quarantine_record(message, message.problem, None)
+                    )
+                continue
             await self.deliver(message.workflow_id, message)
 
     async def _recover(self) -> None:

@@ -355,3 +355,22 @@ def test_prune_needs_a_criterion_and_a_valid_date(cli: Cli) -> None:
     assert bad.code == 2
     assert "ISO 8601" in bad.stderr
     assert cli("runs", "prune", "any", "--keep-last", "0").code == 2
+
+
+# -- a type no worker registers ------------------------------------------------------------
+
+
+def test_start_wait_of_a_type_no_worker_registers_says_so(cli: Cli) -> None:
+    workflow_id = new_id("typo")
+    # (the timeout only bounds the wait: the worker notes the start at once)
+    result = cli("start", "greeterr", '["x"]', "--id", workflow_id, "--wait", "--timeout", "5")
+    assert result.code == 1, result.describe()
+    assert "no worker registers workflow type 'greeterr'" in result.stderr
+    assert "still running" not in result.stderr
+    shown = cli("runs", "show", workflow_id, "--json").json()
+    assert "running" == shown["status"]  # another worker may register it: not failed
+    [note] = shown["notes"]
+    assert "unregistered_type" == note["kind"] and "greeterr" in note["message"]
+    text = cli("runs", "show", workflow_id).stdout
+    assert "Notes:" in text and "unregistered_type" in text and "greeterr" in text
+    assert cli("runs", "cancel", workflow_id).code == 0

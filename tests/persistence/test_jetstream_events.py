@@ -266,7 +266,8 @@ async def test_long_histories_are_read_in_batches(backend: Backend) -> None:
     codec = _log(backend)._codec
     for i in range(n):
         body = encode_event(codec, ev(i=i))
-        futures.append(await js.publish_async(subject, body, headers={"Rr-Seq": str(i + 1)}))
+        headers = {"Rr-Seq": str(i + 1), "Nats-Msg-Id": f"{_log(backend)._run(key).id_prefix}{i}"}
+        futures.append(await js.publish_async(subject, body, headers=headers))
     await js.publish_async_completed()
 
     assert list(range(n)) == [e.data["i"] for e in await backend.events.read(key)]
@@ -281,7 +282,9 @@ async def test_corrupt_message_names_run_and_sequence(backend: Backend) -> None:
     key = RunKey(workflow_id="wf-corrupt", run_id=uuid.uuid4().hex[:6])
     await backend.events.append(key, ev(), expected_last=0, idempotency_id="ok")
     log = _log(backend)
-    await log._conn.js.publish(log._run(key).subject, b"\xc1 not msgpack", headers={"Rr-Seq": "2"})
+    run = log._run(key)
+    headers = {"Rr-Seq": "2", "Nats-Msg-Id": f"{run.id_prefix}x"}  # claims to be riverrun's
+    await log._conn.js.publish(run.subject, b"\xc1 not msgpack", headers=headers)
 
     with pytest.raises(CodecError, match=f"run wf-corrupt/{key.run_id} event #2"):
         await backend.events.read(key)
@@ -311,3 +314,61 @@ def test_escaping_is_reversible_and_one_token(value: str) -> None:
     token = escape_token(value)
     assert value == unescape_token(token)
     assert token and all(c.isascii() and (c.isalnum() or c in "_-=") for c in token)
+
+
+FOREIGN: list[tuple[bytes, dict[str, str] | None]] = [
+    (b"no headers at all", None),
+    (b"\x80", {"Rr-Seq": "7"}),  # a sequence but no Msg-Id of the run
+    (b"", {"Rr-Marker": "truncated", "Rr-Seq": "x"}),  # a marker that is not one
+    (b"", {"Rr-Marker": "truncated", "Rr-Seq": "9"}),  # nor this one (not a rollup)
+    (b"", {"Status": "404"}),  # looks like a direct get status, is a stored message
+    (b"x", {"Rr-Seq": "-1", "Nats-Msg-Id": "elsewhere:1"}),
+]
+
+
+async def test_foreign_messages_on_a_run_subject_are_skipped_and_quarantined(
+    backend: Backend, other: Backend
+) -> None:
+    key = new_key()
+    log = _log(backend)
+    assert 1 == await backend.events.append(key, ev(i=1), expected_last=0, idempotency_id="a")
+    for body, headers in FOREIGN:
+        await log._conn.js.publish(log._run(key).subject, body, headers=headers)
+    # the writer's cached fence is stale now: the append is fenced again after them
+    assert 2 == await backend.events.append(key, ev(i=2), expected_last=1, idempotency_id="b")
+    for body, headers in FOREIGN[:2]:
+        await log._conn.js.publish(log._run(key).subject, body, headers=headers)
+    # a cold reader (another process) finds the tail behind the foreign messages
+    assert 2 == await other.events.last_sequence(key)
+    assert [1, 2] == [e.data["i"] for e in await other.events.read(key)]
+    with pytest.raises(ConcurrencyConflict):  # a real conflict is still one
+        await other.events.append(key, ev(i=3), expected_last=1, idempotency_id="c")
+    # an atomic batch too
+    assert [3] == await backend.events.append_atomic(
+        [Append(key=key, event=ev(i=3), expected_last=2, idempotency_id="c")]
+    )
+    assert [1, 2, 3] == [e.data["i"] for e in await backend.events.read(key)]
+    reports = backend.quarantine.recent()
+    assert len(FOREIGN) + 2 == backend.quarantine.count == len(reports)
+    assert {(key.workflow_id, key.run_id)} == {(r.workflow_id, r.run_id) for r in reports}
+    assert {log._run(key).subject} == {r.subject for r in reports}
+    assert len({r.sequence for r in reports}) == len(reports)
+
+
+async def test_truncation_keeps_the_last_events_whatever_foreign_messages_follow(
+    backend: Backend,
+) -> None:
+    key = new_key()
+    log = _log(backend)
+    for i in range(1, 5):
+        await backend.events.append(key, ev(i=i), expected_last=i - 1, idempotency_id=str(i))
+    await log._conn.js.publish(log._run(key).subject, b"foreign", headers=None)
+    await backend.events.truncate(key, keep_last=1)
+    assert [4] == [e.data["i"] for e in await backend.events.read(key)]
+    await log._conn.js.publish(log._run(key).subject, b"foreign", headers=None)
+    await backend.events.append(key, ev(i=5), expected_last=4, idempotency_id="5")
+    await backend.events.append(key, ev(i=6), expected_last=5, idempotency_id="6")
+    await log._conn.js.publish(log._run(key).subject, b"foreign", headers=None)
+    await backend.events.truncate(key, keep_last=2)
+    assert [5, 6] == [e.data["i"] for e in await backend.events.read(key)]
+    assert 6 == await backend.events.last_sequence(key)
