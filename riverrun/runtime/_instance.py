@@ -29,6 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._errors import (
     ConcurrencyConflict,
     NonDeterminismError,
+    SerializationError,
     WorkflowAlreadyRunning,
     WorkflowNotRegistered,
 )
@@ -41,10 +42,12 @@ from ..persistence import (
     RunStatus,
     StoredEvent,
     WorkflowRun,
+    as_stored,
 )
 from ._commands import ScheduleStep, StartChild, StartTimer, WaitChild, WaitSignal
 from ._events import EventType
 from ._machine import Cancelled, Completed, ContinuedAsNew, Failed, Outcome, WorkflowMachine
+from ._step_errors import bounded_message, error_details
 
 if TYPE_CHECKING:
     from ._services import Services
@@ -233,6 +236,11 @@ class WorkflowInstance:
         return machine
 
     async def _apply(self, machine: WorkflowMachine, event: StoredEvent) -> None:
+        machine.apply(await self._materialize(event))
+
+    async def _materialize(self, event: StoredEvent) -> StoredEvent:
+        """The event as workflow code sees it: claim-check references replaced by their
+        values. The live path (``_record``, ``_hand_over``) and replay both come here."""
         data = await self.services.payloads.unpack_data(event.data)
         if event.type == EventType.WORKFLOW_STARTED and data.get("pending_signals"):
             data = dict(data)
@@ -249,34 +257,30 @@ class WorkflowInstance:
                 schema_version=event.schema_version,
                 size=event.size,
             )
-        machine.apply(event)
+        return event
 
     async def _record(
-        self,
-        machine: WorkflowMachine,
-        type_: EventType,
-        data: Mapping[str, Any],
-        *,
-        packed: Mapping[str, Any] | None = None,
+        self, machine: WorkflowMachine, type_: EventType, data: Mapping[str, Any]
     ) -> None:
-        """Append one event to the current run (fenced) and apply it to the machine."""
+        """Append one event to the current run (fenced) and apply it to the machine.
+
+        ``data`` is what is stored: values over the claim-check threshold already replaced
+        by references. The machine gets the event as a replay will read it back (decoded,
+        references resolved, the same size), before anything is written: an event whose
+        values cannot be resolved is never recorded.
+        """
         services = self.services
         assert self.key is not None
-        stored_data = packed if packed is not None else data
-        now = services.clock.now()
         sequence = machine.last_sequence + 1
+        new = NewEvent(type=type_.value, timestamp=services.clock.now(), data=data)
+        event = await self._materialize(as_stored(services.codec, self.key, sequence, new))
         await services.backend.events.append(
             self.key,
-            NewEvent(type=type_.value, timestamp=now, data=stored_data),
+            new,
             expected_last=machine.last_sequence,
             idempotency_id=f"{self.key.run_id}:{sequence}",
         )
-        size = len(services.codec.dumps(stored_data, what="event data"))
-        machine.apply(
-            StoredEvent(
-                key=self.key, sequence=sequence, type=type_.value, timestamp=now, data=data, size=size
-            )
-        )
+        machine.apply(event)
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -430,9 +434,18 @@ class WorkflowInstance:
             return
         position, name = command.position, definition.name
         if error is None:
-            data = {"position": position, "name": name, "result": result}
-            packed = await services.payloads.pack_data(data, f"step {name!r} result")
-            await self._record(machine, EventType.STEP_COMPLETED, data, packed=packed)
+            try:
+                stored = await services.payloads.pack(result, f"step {name!r} result")
+            except SerializationError as err:
+                # the step ran and its effect is done; running it again would return the
+                # same kind of value: the step fails, for good, at its await in the workflow
+                await self._record_step_failed(machine, command, err, attempt)
+                return
+            await self._record(
+                machine,
+                EventType.STEP_COMPLETED,
+                {"position": position, "name": name, "result": stored},
+            )
             return
         error_type = type(error).__name__
         message = _message_of(error)
@@ -458,15 +471,22 @@ class WorkflowInstance:
                 finally:
                     self._step_scope = None
             return
+        await self._record_step_failed(machine, command, error, attempt)
+
+    async def _record_step_failed(
+        self, machine: WorkflowMachine, command: ScheduleStep, error: Exception, attempt: int
+    ) -> None:
+        """Record the step's final failure; a builtin exception keeps its arguments."""
         await self._record(
             machine,
             EventType.STEP_FAILED,
             {
-                "position": position,
-                "name": name,
-                "error_type": error_type,
-                "message": message,
+                "position": command.position,
+                "name": command.definition.name,
+                "error_type": type(error).__name__,
+                "message": _message_of(error),
                 "attempts": attempt,
+                **error_details(error, self.services.codec),
             },
         )
 
@@ -532,9 +552,10 @@ class WorkflowInstance:
 
     async def _record_terminal(self, machine: WorkflowMachine, outcome: Outcome) -> None:
         if isinstance(outcome, Completed):
-            data: dict[str, Any] = {"result": outcome.result}
-            packed = await self.services.payloads.pack_data(data, "workflow result")
-            await self._record(machine, EventType.WORKFLOW_COMPLETED, data, packed=packed)
+            data = await self.services.payloads.pack_data(
+                {"result": outcome.result}, "workflow result"
+            )
+            await self._record(machine, EventType.WORKFLOW_COMPLETED, data)
         elif isinstance(outcome, Failed):
             await self._record(
                 machine,
@@ -561,37 +582,46 @@ class WorkflowInstance:
         services.registry.get(name, version)  # an unknown version fails here, before writing
         payloads = services.payloads
         carried = {"args": list(outcome.args), "kwargs": dict(outcome.kwargs)}
-        packed = await payloads.pack_data(carried, "continue_as_new")
-        now = services.clock.now()
-        terminal = NewEvent(
-            type=EventType.WORKFLOW_CONTINUED_AS_NEW.value,
-            timestamp=now,
-            data={
-                "new_run_id": new_run_id,
-                "args": packed["args"],
-                "kwargs": packed["kwargs"],
-                "reason": outcome.reason,
-                "version": version,
-            },
-        )
         pending_signals = machine.pending_signals()
-        first = NewEvent(
-            type=EventType.WORKFLOW_STARTED.value,
-            timestamp=now,
-            data={
-                "workflow_name": name,
-                "version": version,
-                "args": packed["args"],
-                "kwargs": packed["kwargs"],
-                "execution": machine.execution + 1,
-                "continued_from_run_id": old_key.run_id,
-                "parent": machine.parent,
-                "inbox_cursor": self._cursor(machine),
-                "pending_signals": await payloads.pack_signals(pending_signals),
-            },
-        )
-        sequence = machine.last_sequence + 1
         new_key = RunKey(workflow_id=self.workflow_id, run_id=new_run_id)
+        now = services.clock.now()
+        for force in (False, True):
+            # Large values go by reference. If the events are still over the log's limit
+            # (many carried signals, arguments and keyword arguments each just under the
+            # threshold), everything carried goes by reference: the hand-over always fits.
+            packed = await payloads.pack_data(carried, "continue_as_new", force=force)
+            terminal = NewEvent(
+                type=EventType.WORKFLOW_CONTINUED_AS_NEW.value,
+                timestamp=now,
+                data={
+                    "new_run_id": new_run_id,
+                    "args": packed["args"],
+                    "kwargs": packed["kwargs"],
+                    "reason": outcome.reason,
+                    "version": version,
+                },
+            )
+            first = NewEvent(
+                type=EventType.WORKFLOW_STARTED.value,
+                timestamp=now,
+                data={
+                    "workflow_name": name,
+                    "version": version,
+                    "args": packed["args"],
+                    "kwargs": packed["kwargs"],
+                    "execution": machine.execution + 1,
+                    "continued_from_run_id": old_key.run_id,
+                    "parent": machine.parent,
+                    "inbox_cursor": self._cursor(machine),
+                    "pending_signals": await payloads.pack_signals(pending_signals, force=force),
+                },
+            )
+            # the new run's first event as the new machine sees it, as a replay will read it
+            started = as_stored(services.codec, new_key, 1, first)
+            if started.size <= services.backend.max_event_bytes:
+                break
+        started = await self._materialize(started)
+        sequence = machine.last_sequence + 1
         try:
             await services.backend.events.append_atomic(
                 [
@@ -616,20 +646,7 @@ class WorkflowInstance:
                 raise
             return None
         machine.last_event_type = EventType.WORKFLOW_CONTINUED_AS_NEW.value
-        live = {
-            **first.data,
-            "args": carried["args"],
-            "kwargs": carried["kwargs"],
-            "pending_signals": [list(sig) for sig in pending_signals],
-        }
-        return StoredEvent(
-            key=new_key,
-            sequence=1,
-            type=first.type,
-            timestamp=now,
-            data=live,
-            size=len(services.codec.dumps(first.data, what="event data")),
-        )
+        return started
 
     async def _complete_hand_over(
         self, machine: WorkflowMachine, old_run_id: str, cursor: int
@@ -744,8 +761,8 @@ class WorkflowInstance:
 def _message_of(error: BaseException) -> str:
     # KeyError('k') prints as "'k'"; keep the argument itself so the rebuilt error matches
     if len(error.args) == 1 and isinstance(error.args[0], str):
-        return error.args[0]
-    return str(error) or type(error).__name__
+        return bounded_message(error.args[0])
+    return bounded_message(str(error) or type(error).__name__)
 
 
 async def _run_jobs(
