@@ -17,6 +17,7 @@ from riverrun import (
     Runtime,
     SerializationError,
     WorkflowFailed,
+    continue_as_new,
     execute_child,
     info,
     step,
@@ -389,6 +390,49 @@ async def test_a_failed_steps_builtin_exception_keeps_its_attributes(
     async with make_runtime(workflows=[catches_builtin], **_FAST_PASSIVATION) as rt:
         live, replayed = await _live_and_replayed(rt, _key(namespace_key), catches_builtin, kind)
     assert describe_error(raised) == live == replayed
+
+
+# -- continue-as-new carrying more than one event can hold ---------------------------------
+
+PILE = 200 * 1024  # under the claim-check threshold: each carried signal stays inline
+
+
+@workflow()
+async def carries_a_pile(blob_arg: bytes, *, blob_kwarg: bytes, execution: int = 1) -> list[int]:
+    if execution == 1:
+        await wait_for_signal("go")  # the "pile" signals arrive first and stay unconsumed
+        continue_as_new(blob_arg, blob_kwarg=blob_kwarg, execution=2)
+    await wait_for_signal("again")  # passivates: the carried values are read back on replay
+    piles = [await wait_for_signal("pile") for _ in range(8)]
+    return [len(blob_arg), len(blob_kwarg), *(len(p) for p in piles)]
+
+
+async def test_a_hand_over_too_large_for_one_event_claim_checks_what_it_carries(
+    make_runtime: RuntimeFactory, namespace_key: str
+) -> None:
+    key = _key(namespace_key)
+    async with make_runtime(workflows=[carries_a_pile], **_FAST_PASSIVATION) as rt:
+        worker = rt.worker
+        assert worker is not None
+        handle = await rt.client.start(
+            carries_a_pile, blob(PILE), blob_kwarg=blob(PILE), workflow_id=key
+        )
+        for _ in range(8):
+            await handle.signal("pile", blob(PILE))
+        await handle.signal("go")
+
+        async def continued_and_passivated() -> bool:
+            # the instance that hands over hosts the new run: gone from memory, it passivated
+            # there, and the new run will be replayed from its first event
+            run = await handle.describe()
+            return run.execution == 2 and worker.statistics().active == 0
+
+        await wait_until(continued_and_passivated)
+        await handle.signal("again")
+        result = await handle.result(timeout=60)
+        restarts = worker.statistics().restarts
+    assert [PILE] * 10 == result
+    assert 0 == restarts
 
 
 def _key(nodeid: str) -> str:
