@@ -240,43 +240,48 @@ class WorkflowInstance:
 
     async def _materialize(self, event: StoredEvent) -> StoredEvent:
         """The event as workflow code sees it: claim-check references replaced by their
-        values. The live path (``_record``, ``_hand_over``) and replay both come here."""
-        data = await self.services.payloads.unpack_data(event.data)
+        values. The live path (``_record``, ``_hand_over``) and replay both come here.
+
+        Its ``size``, which ``info().history_bytes`` adds up, is the encoded size of the
+        stored data (references, not the values they stand for), measured here so that it is
+        the same live and on replay.
+        """
+        payloads = self.services.payloads
+        size = len(self.services.codec.dumps(event.data, what=f"{event.type} event data"))
+        data = await payloads.unpack_data(event.data)
         if event.type == EventType.WORKFLOW_STARTED and data.get("pending_signals"):
             data = dict(data)
-            data["pending_signals"] = await self.services.payloads.unpack_signals(
-                data["pending_signals"]
-            )
-        if data is not event.data:
-            event = StoredEvent(
-                key=event.key,
-                sequence=event.sequence,
-                type=event.type,
-                timestamp=event.timestamp,
-                data=data,
-                schema_version=event.schema_version,
-                size=event.size,
-            )
-        return event
+            data["pending_signals"] = await payloads.unpack_signals(data["pending_signals"])
+        return StoredEvent(
+            key=event.key,
+            sequence=event.sequence,
+            type=event.type,
+            timestamp=event.timestamp,
+            data=data,
+            schema_version=event.schema_version,
+            size=size,
+        )
 
     async def _record(
         self, machine: WorkflowMachine, type_: EventType, data: Mapping[str, Any]
     ) -> None:
         """Append one event to the current run (fenced) and apply it to the machine.
 
-        ``data`` is what is stored: values over the claim-check threshold already replaced
-        by references. The machine gets the event as a replay will read it back (decoded,
-        references resolved, the same size), before anything is written: an event whose
-        values cannot be resolved is never recorded.
+        ``data`` is what is stored: values as the codec carries them (``Payloads.pack``),
+        those over the claim-check threshold replaced by references. The machine gets the
+        event through ``_materialize``, as on replay, before anything is written: an event
+        whose references cannot be resolved is never recorded.
         """
         services = self.services
         assert self.key is not None
         sequence = machine.last_sequence + 1
-        new = NewEvent(type=type_.value, timestamp=services.clock.now(), data=data)
-        event = await self._materialize(as_stored(services.codec, self.key, sequence, new))
+        now = services.clock.now()
+        event = await self._materialize(
+            StoredEvent(key=self.key, sequence=sequence, type=type_.value, timestamp=now, data=data)
+        )
         await services.backend.events.append(
             self.key,
-            new,
+            NewEvent(type=type_.value, timestamp=now, data=data),
             expected_last=machine.last_sequence,
             idempotency_id=f"{self.key.run_id}:{sequence}",
         )

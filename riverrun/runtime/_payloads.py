@@ -1,8 +1,9 @@
 """Claim check: values over the threshold are stored in the payload store, and the event
 carries a ``PayloadRef`` instead. References survive continue-as-new unchanged.
 
-Design note. Workflow code only ever sees values: whatever an event stores (a value or a
-reference), the instance resolves it through ``unpack_data`` on the live path and on replay
+Design note. Workflow code only ever sees values as the codec carries them: ``pack`` hands
+back a small value decoded from its own encoding, and whatever an event stores (a value or a
+reference) the instance resolves through ``unpack_data`` on the live path and on replay
 alike. Resolving a reference this process has just stored would read back what it still
 holds, so the encoded bytes of recently stored or read payloads are kept in a small cache
 bounded in bytes; being content-addressed, a cached entry can never be stale.
@@ -67,15 +68,16 @@ class Payloads:
         self.encode(value, what)
 
     async def pack(self, value: Any, what: str, *, force: bool = False) -> Any:
-        """``value`` itself, or a reference to it in the payload store if its encoding is
-        over the threshold (or ``force``).
+        """``value`` as the codec carries it (decoded from its encoding, as every reader will
+        see it: a ``bytearray`` is ``bytes``), or a reference to it in the payload store if
+        its encoding is over the threshold (or ``force``).
 
         Raises:
             SerializationError: the codec cannot carry ``value`` (the message names the path).
         """
         data = self.encode(value, what)
         if len(data) <= self.threshold and not force:
-            return value
+            return self.codec.loads(data, what=what)
         ref = await self.store.put(data)
         self._remember(ref, data)
         return PayloadRef(ref=ref, size=len(data))
