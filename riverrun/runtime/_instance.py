@@ -47,7 +47,7 @@ from ..persistence import (
 from ._commands import ScheduleStep, StartChild, StartTimer, WaitChild, WaitSignal
 from ._events import EventType
 from ._machine import Cancelled, Completed, ContinuedAsNew, Failed, Outcome, WorkflowMachine
-from ._step_errors import bounded_message, error_details
+from ._step_errors import bounded_message, error_details, error_message
 
 if TYPE_CHECKING:
     from ._services import Services
@@ -277,7 +277,9 @@ class WorkflowInstance:
         sequence = machine.last_sequence + 1
         now = services.clock.now()
         event = await self._materialize(
-            StoredEvent(key=self.key, sequence=sequence, type=type_.value, timestamp=now, data=data)
+            StoredEvent(
+                key=self.key, sequence=sequence, type=type_.value, timestamp=now, data=data
+            )
         )
         await services.backend.events.append(
             self.key,
@@ -767,7 +769,7 @@ def _message_of(error: BaseException) -> str:
     # KeyError('k') prints as "'k'"; keep the argument itself so the rebuilt error matches
     if len(error.args) == 1 and isinstance(error.args[0], str):
         return bounded_message(error.args[0])
-    return bounded_message(str(error) or type(error).__name__)
+    return error_message(error) or type(error).__name__
 
 
 async def _run_jobs(

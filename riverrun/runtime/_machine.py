@@ -41,7 +41,7 @@ from ._commands import (
 from ._context import ContinueAsNew, WorkflowInfo, scope_var
 from ._definitions import WorkflowDefinition
 from ._events import EventType
-from ._step_errors import bounded_message, rebuild_builtin
+from ._step_errors import error_message, rebuild_builtin
 
 __all__ = [
     "Cancelled",
@@ -397,12 +397,14 @@ class WorkflowMachine:
                     return
                 except CancellationError as err:
                     if self.cancel_requested:
-                        self._finish(Cancelled(message=str(err) or "workflow cancelled"))
+                        self._finish(Cancelled(message=error_message(err) or "workflow cancelled"))
                     else:
-                        self._finish(Failed(error_type=type(err).__name__, message=str(err)))
+                        self._finish(
+                            Failed(error_type=type(err).__name__, message=error_message(err))
+                        )
                     return
                 except Exception as err:
-                    self._finish(Failed(error_type=type(err).__name__, message=str(err)))
+                    self._finish(Failed(error_type=type(err).__name__, message=error_message(err)))
                     return
                 value, exc = None, None
                 if not isinstance(yielded, Command):
@@ -451,14 +453,14 @@ class WorkflowMachine:
         try:
             self.check_serializable(result, "workflow result")
         except Exception as err:
-            return Failed(error_type=type(err).__name__, message=bounded_message(str(err)))
+            return Failed(error_type=type(err).__name__, message=error_message(err))
         return Completed(result=result)
 
     def _auto_continue(self, reason: str) -> None:
         try:
             self.check_serializable({"args": self.args, "kwargs": self.kwargs}, "arguments")
         except Exception as err:
-            self._finish(Failed(error_type=type(err).__name__, message=str(err)))
+            self._finish(Failed(error_type=type(err).__name__, message=error_message(err)))
             return
         self._finish(
             ContinuedAsNew(args=self.args, kwargs=self.kwargs, version=None, reason=reason)

@@ -18,7 +18,13 @@ from typing import Any
 from .._errors import CodecError, SerializationError
 from ..persistence._codec import Codec
 
-__all__ = ["MAX_MESSAGE_CHARS", "bounded_message", "error_details", "rebuild_builtin"]
+__all__ = [
+    "MAX_MESSAGE_CHARS",
+    "bounded_message",
+    "error_details",
+    "error_message",
+    "rebuild_builtin",
+]
 
 #: a failure message longer than this is cut (an event must fit the NATS max payload)
 MAX_MESSAGE_CHARS = 16 * 1024
@@ -43,6 +49,15 @@ def bounded_message(message: str) -> str:
         return message
     cut = len(message) - MAX_MESSAGE_CHARS
     return f"{message[:MAX_MESSAGE_CHARS]}... ({cut} more characters cut)"
+
+
+def error_message(error: BaseException) -> str:
+    """``str(error)``, cut to size; never raises (a user's ``__str__`` may)."""
+    try:
+        message = str(error)
+    except Exception as exc:
+        message = f"<{type(error).__name__}: str() raised {type(exc).__name__}>"
+    return bounded_message(message)
 
 
 def error_details(error: BaseException, codec: Codec) -> dict[str, Any]:

@@ -80,7 +80,9 @@ async def echo_child(key: str, size: int) -> Any:
     return value
 
 
-async def _live_and_replayed(rt: Runtime, key: str, wf: Any, *args: Any, signal: Any = None) -> tuple[Any, Any]:
+async def _live_and_replayed(
+    rt: Runtime, key: str, wf: Any, *args: Any, signal: Any = None
+) -> tuple[Any, Any]:
     """Run ``wf`` until its step has seen the value live, passivate it, then let it return
     the value it sees after replaying its history."""
     worker = rt.worker
@@ -339,6 +341,41 @@ async def test_an_argument_that_contains_itself_is_a_serialization_error(
         handle = await rt.client.start(echo_signal, "k")
         with pytest.raises(SerializationError, match="contains itself"):
             await handle.signal("big", cyclic)
+
+
+class BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+@step(retry=RetryPolicy(max_attempts=1))
+async def raises_huge() -> None:
+    raise ValueError("x" * (2 * 1024 * 1024))
+
+
+@workflow()
+async def fails_hugely(kind: str) -> None:
+    if kind == "step":
+        await raises_huge()
+    if kind == "bad-str":
+        raise BadStr()
+    raise RuntimeError("y" * (2 * 1024 * 1024))
+
+
+@pytest.mark.parametrize("kind", ["step", "workflow", "bad-str"])
+async def test_a_failure_message_too_large_or_unprintable_still_fails_the_workflow(
+    make_runtime: RuntimeFactory, kind: str
+) -> None:
+    async with make_runtime(workflows=[fails_hugely]) as rt:
+        worker = rt.worker
+        assert worker is not None
+        handle = await rt.client.start(fails_hugely, kind)
+        with pytest.raises(WorkflowFailed) as caught:
+            await handle.result(timeout=30)
+        restarts = worker.statistics().restarts
+    assert 0 == restarts
+    expected = {"step": "characters cut", "workflow": "characters cut", "bad-str": "str() raised"}
+    assert expected[kind] in str(caught.value)
 
 
 # -- a failed step's builtin exception keeps its attributes ------------------------------
