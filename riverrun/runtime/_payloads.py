@@ -77,7 +77,12 @@ class Payloads:
         """
         data = self.encode(value, what)
         if len(data) <= self.threshold and not force:
-            return self.codec.loads(data, what=what)
+            try:
+                return self.codec.loads(data, what=what)
+            except CodecError as err:  # e.g. a registered class whose __init__ refuses it
+                raise SerializationError(
+                    f"{what} does not decode from its own encoding: {err}"
+                ) from err
         ref = await self.store.put(data)
         self._remember(ref, data)
         return PayloadRef(ref=ref, size=len(data))

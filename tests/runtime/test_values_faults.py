@@ -24,7 +24,8 @@ from riverrun import (
     wait_for_signal,
     workflow,
 )
-from riverrun.persistence import Codec, RunKey
+from riverrun.persistence import Codec, MemoryPayloadStore, RunKey
+from riverrun.runtime._payloads import Payloads
 from riverrun.testing import wait_until
 
 from .conftest import RuntimeFactory
@@ -300,6 +301,23 @@ async def test_an_uncaught_serialization_error_fails_the_workflow(
         with pytest.raises(WorkflowFailed, match="SerializationError"):
             await handle.result(timeout=30)
     assert 1 == _RUNS[key]
+
+
+@attrs.define
+class Positive:
+    x: int = attrs.field(validator=attrs.validators.gt(0))
+
+
+async def test_a_value_that_does_not_decode_from_its_own_encoding_is_a_serialization_error() -> (
+    None
+):
+    payloads = Payloads(store=MemoryPayloadStore(), codec=Codec(), threshold=1024)
+    payloads.codec.register_type(Positive, name="test.Positive")
+    broken = Positive(x=1)
+    object.__setattr__(broken, "x", -1)  # what its own __init__ refuses
+    with pytest.raises(SerializationError, match="does not decode from its own encoding"):
+        await payloads.pack({"v": broken}, "step 's' result")
+    assert {"v": Positive(x=2)} == await payloads.pack({"v": Positive(x=2)}, "ok")
 
 
 @workflow()
