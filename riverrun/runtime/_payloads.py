@@ -59,9 +59,9 @@ class Payloads:
             return self.codec.dumps(value, what=what)
         except CodecError as err:
             raise SerializationError(
-                f"{what} cannot be serialized: {err}. Use values the codec carries (builtins, "
-                "timezone-aware datetimes, attrs classes and enums registered with "
-                "codec.register_type)"
+                f"{what} cannot be serialized: {err}. Use values the codec carries: "
+                "builtins, timezone-aware datetimes, UUID, Decimal, registered attrs classes "
+                "and enums"
             ) from err
 
     def check(self, value: object, what: str) -> None:
