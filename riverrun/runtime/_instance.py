@@ -481,7 +481,7 @@ class WorkflowInstance:
         await self._record_step_failed(machine, command, error, attempt)
 
     async def _record_step_failed(
-        self, machine: WorkflowMachine, command: ScheduleStep, error: Exception, attempt: int
+        self, machine: WorkflowMachine, command: ScheduleStep, error: BaseException, attempt: int
     ) -> None:
         """Record the step's final failure; a builtin exception keeps its arguments."""
         await self._record(
