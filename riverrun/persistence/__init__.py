@@ -17,6 +17,7 @@ from ._backend import Backend as Backend
 from ._clock import SystemClock as SystemClock
 from ._codec import Codec as Codec, Upcaster as Upcaster
 from ._embedded import EmbeddedNatsServer as EmbeddedNatsServer
+from ._envelope import as_stored as as_stored
 from ._jetstream import open_jetstream_backend as open_jetstream_backend
 from ._memory import (
     MemoryPayloadStore as MemoryPayloadStore,
@@ -102,6 +103,7 @@ __all__ = [
     "WorkflowRun",
     "add_note",
     "add_notes",
+    "as_stored",
     "open_jetstream_backend",
     "open_memory_backend",
     "open_s3_stores",

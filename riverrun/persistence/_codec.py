@@ -45,6 +45,9 @@ _DECIMAL: Final = 9
 _ATTRS: Final = 10
 _ENUM: Final = 11
 
+#: nesting deeper than this is refused (msgpack's own limit is 512 levels per container)
+_MAX_DEPTH: Final = 500
+
 #: the persistence model's own values, registered in every codec under stable names
 _MODEL_TYPES: Final[tuple[tuple[type[Any], str], ...]] = (
     (ChainHead, "riverrun.ChainHead"),
@@ -207,7 +210,10 @@ class Codec:
         try:
             return self._pack(value)
         except Exception as exc:
-            path, reason = self._find_failure(value, what)
+            try:
+                path, reason = self._find_failure(value, what)
+            except RecursionError:  # the walk itself ran out of stack
+                path, reason = what, "the value is nested too deeply (or contains itself)"
             raise CodecError(f"{path}: {reason}") from exc
 
     def loads(self, data: bytes, *, what: str) -> Any:
@@ -302,24 +308,37 @@ class Codec:
 
     # -- error reporting (slow path) -------------------------------------------------------
 
-    def _find_failure(self, value: Any, path: str) -> tuple[str, str]:
-        """Walk ``value`` to the first part that does not encode; return (path, reason)."""
+    def _find_failure(
+        self, value: Any, path: str, outer: frozenset[int] = frozenset()
+    ) -> tuple[str, str]:
+        """Walk ``value`` to the first part that does not encode; return (path, reason).
+
+        ``outer`` holds the ids of the containers on the way down: one met again is a
+        reference cycle, which no encoding can carry.
+        """
+        if id(value) in outer:
+            return path, (
+                "the value contains itself (a reference cycle); pass a copy without the cycle"
+            )
+        if len(outer) >= _MAX_DEPTH:
+            return f"{path[:100]}...", f"the value is nested more than {_MAX_DEPTH} levels deep"
+        inner = outer | {id(value)}
         cls = type(value)
         if cls is dict or (isinstance(value, Mapping) and cls not in self._by_type):
             for key, item in value.items():
                 if not self._encodes(key):
-                    return self._find_failure(key, f"{path} key {key!r}")
+                    return self._find_failure(key, f"{path} key {key!r}", inner)
                 if not self._encodes(item):
-                    return self._find_failure(item, f"{path}[{key!r}]")
+                    return self._find_failure(item, f"{path}[{key!r}]", inner)
         elif cls in (list, tuple, set, frozenset):
             for index, item in enumerate(value):
                 if not self._encodes(item):
-                    return self._find_failure(item, f"{path}[{index}]")
+                    return self._find_failure(item, f"{path}[{index}]", inner)
         elif cls in self._by_type and self._by_type[cls].fields is not None:
             for name, _ in self._by_type[cls].fields or ():
                 item = getattr(value, name)
                 if not self._encodes(item):
-                    return self._find_failure(item, f"{path}.{name}")
+                    return self._find_failure(item, f"{path}.{name}", inner)
         elif cls is datetime and value.tzinfo is None:
             return path, "cannot encode a naive datetime; use a timezone-aware one"
         elif cls is datetime and value.utcoffset() is None:

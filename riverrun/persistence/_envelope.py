@@ -13,7 +13,7 @@ from .._errors import CodecError
 from ._codec import Codec
 from ._model import NewEvent, RunKey, StoredEvent
 
-__all__ = ["decode_event", "encode_event", "event_what"]
+__all__ = ["as_stored", "decode_event", "encode_event", "event_what"]
 
 
 def event_what(key: RunKey, sequence: int) -> str:
@@ -71,6 +71,19 @@ def decode_event(codec: Codec, raw: bytes, *, key: RunKey, sequence: int) -> Sto
         schema_version=version,
         size=len(raw),
     )
+
+
+def as_stored(codec: Codec, key: RunKey, sequence: int, event: NewEvent) -> StoredEvent:
+    """``event`` as a log hands it back once appended at ``sequence``: encoded and decoded
+    (and upcast) by the same rules, with the same ``size``.
+
+    A writer that applies what it appends through this sees exactly what a later replay of
+    the log sees: the same values (a ``bytearray`` comes back as ``bytes``) and the same size.
+
+    Raises:
+        CodecError: ``data`` cannot be encoded (naming the offending path).
+    """
+    return decode_event(codec, encode_event(codec, event, key=key), key=key, sequence=sequence)
 
 
 def _as_dict(data: Any) -> Any:

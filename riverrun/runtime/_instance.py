@@ -29,6 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._errors import (
     ConcurrencyConflict,
     NonDeterminismError,
+    SerializationError,
     WorkflowAlreadyRunning,
     WorkflowNotRegistered,
 )
@@ -41,6 +42,7 @@ from ..persistence import (
     RunStatus,
     StoredEvent,
     WorkflowRun,
+    as_stored,
 )
 from ._commands import ScheduleStep, StartChild, StartTimer, WaitChild, WaitSignal
 from ._containment import is_step_fault, log_close_error, log_step_fault
@@ -58,6 +60,7 @@ from ._logcontext import (
 )
 from ._machine import Cancelled, Completed, ContinuedAsNew, Failed, Outcome, WorkflowMachine
 from ._quarantine import note_quarantined, quarantine_record, unusable
+from ._step_errors import bounded_message, error_details, error_message
 
 if TYPE_CHECKING:
     from ._services import Services
@@ -259,52 +262,61 @@ class WorkflowInstance:
         return machine
 
     async def _apply(self, machine: WorkflowMachine, event: StoredEvent) -> None:
-        data = await self.services.payloads.unpack_data(event.data)
-        if event.type == EventType.WORKFLOW_STARTED and data.get("pending_signals"):
-            data = dict(data)
-            data["pending_signals"] = await self.services.payloads.unpack_signals(
-                data["pending_signals"]
-            )
-        if data is not event.data:
-            event = StoredEvent(
-                key=event.key,
-                sequence=event.sequence,
-                type=event.type,
-                timestamp=event.timestamp,
-                data=data,
-                schema_version=event.schema_version,
-                size=event.size,
-            )
+        event = await self._materialize(event)
         machine.apply(event)
         self._obs.applied(machine, event)
 
+    async def _materialize(self, event: StoredEvent) -> StoredEvent:
+        """The event as workflow code sees it: claim-check references replaced by their
+        values. The live path (``_record``, ``_hand_over``) and replay both come here.
+
+        Its ``size``, which ``info().history_bytes`` adds up, is the encoded size of the
+        stored data (references, not the values they stand for), measured here so that it is
+        the same live and on replay.
+        """
+        payloads = self.services.payloads
+        size = len(self.services.codec.dumps(event.data, what=f"{event.type} event data"))
+        data = await payloads.unpack_data(event.data)
+        if event.type == EventType.WORKFLOW_STARTED and data.get("pending_signals"):
+            data = dict(data)
+            data["pending_signals"] = await payloads.unpack_signals(data["pending_signals"])
+        return StoredEvent(
+            key=event.key,
+            sequence=event.sequence,
+            type=event.type,
+            timestamp=event.timestamp,
+            data=data,
+            schema_version=event.schema_version,
+            size=size,
+        )
+
     async def _record(
-        self,
-        machine: WorkflowMachine,
-        type_: EventType,
-        data: Mapping[str, Any],
-        *,
-        packed: Mapping[str, Any] | None = None,
+        self, machine: WorkflowMachine, type_: EventType, data: Mapping[str, Any]
     ) -> None:
-        """Append one event to the current run (fenced) and apply it to the machine."""
+        """Append one event to the current run (fenced) and apply it to the machine.
+
+        ``data`` is what is stored: values as the codec carries them (``Payloads.pack``),
+        those over the claim-check threshold replaced by references. The machine gets the
+        event through ``_materialize``, as on replay, before anything is written: an event
+        whose references cannot be resolved is never recorded.
+        """
         services = self.services
         assert self.key is not None
-        stored_data = packed if packed is not None else data
-        now = services.clock.now()
         sequence = machine.last_sequence + 1
+        now = services.clock.now()
+        event = await self._materialize(
+            StoredEvent(
+                key=self.key, sequence=sequence, type=type_.value, timestamp=now, data=data
+            )
+        )
         await services.backend.events.append(
             self.key,
-            NewEvent(type=type_.value, timestamp=now, data=stored_data),
+            NewEvent(type=type_.value, timestamp=now, data=data),
             expected_last=machine.last_sequence,
             idempotency_id=f"{self.key.run_id}:{sequence}",
         )
         await self._note_quarantined()  # foreign messages the append was fenced after, if any
-        size = len(services.codec.dumps(stored_data, what="event data"))
-        machine.apply(
-            StoredEvent(
-                key=self.key, sequence=sequence, type=type_.value, timestamp=now, data=data, size=size
-            )
-        )
+        machine.apply(event)
         log_recorded(machine, type_, data)
         self._obs.recorded(machine, type_.value, data)
 
@@ -486,9 +498,18 @@ class WorkflowInstance:
             return
         position, name = command.position, definition.name
         if error is None:
-            data = {"position": position, "name": name, "result": result}
-            packed = await services.payloads.pack_data(data, f"step {name!r} result")
-            await self._record(machine, EventType.STEP_COMPLETED, data, packed=packed)
+            try:
+                stored = await services.payloads.pack(result, f"step {name!r} result")
+            except SerializationError as err:
+                # the step ran and its effect is done; running it again would return the
+                # same kind of value: the step fails, for good, at its await in the workflow
+                await self._record_step_failed(machine, command, err, attempt)
+                return
+            await self._record(
+                machine,
+                EventType.STEP_COMPLETED,
+                {"position": position, "name": name, "result": stored},
+            )
             return
         error_type = type(error).__name__
         message = _message_of(error)
@@ -514,15 +535,22 @@ class WorkflowInstance:
                 finally:
                     self._step_scope = None
             return
+        await self._record_step_failed(machine, command, error, attempt)
+
+    async def _record_step_failed(
+        self, machine: WorkflowMachine, command: ScheduleStep, error: BaseException, attempt: int
+    ) -> None:
+        """Record the step's final failure; a builtin exception keeps its arguments."""
         await self._record(
             machine,
             EventType.STEP_FAILED,
             {
-                "position": position,
-                "name": name,
-                "error_type": error_type,
-                "message": message,
+                "position": command.position,
+                "name": command.definition.name,
+                "error_type": type(error).__name__,
+                "message": _message_of(error),
                 "attempts": attempt,
+                **error_details(error, self.services.codec),
             },
         )
 
@@ -589,9 +617,10 @@ class WorkflowInstance:
 
     async def _record_terminal(self, machine: WorkflowMachine, outcome: Outcome) -> None:
         if isinstance(outcome, Completed):
-            data: dict[str, Any] = {"result": outcome.result}
-            packed = await self.services.payloads.pack_data(data, "workflow result")
-            await self._record(machine, EventType.WORKFLOW_COMPLETED, data, packed=packed)
+            data = await self.services.payloads.pack_data(
+                {"result": outcome.result}, "workflow result"
+            )
+            await self._record(machine, EventType.WORKFLOW_COMPLETED, data)
         elif isinstance(outcome, Failed):
             await self._record(
                 machine,
@@ -618,38 +647,47 @@ class WorkflowInstance:
         services.registry.get(name, version)  # an unknown version fails here, before writing
         payloads = services.payloads
         carried = {"args": list(outcome.args), "kwargs": dict(outcome.kwargs)}
-        packed = await payloads.pack_data(carried, "continue_as_new")
-        now = services.clock.now()
-        terminal = NewEvent(
-            type=EventType.WORKFLOW_CONTINUED_AS_NEW.value,
-            timestamp=now,
-            data={
-                "new_run_id": new_run_id,
-                "args": packed["args"],
-                "kwargs": packed["kwargs"],
-                "reason": outcome.reason,
-                "version": version,
-            },
-        )
         pending_signals = machine.pending_signals()
-        first = NewEvent(
-            type=EventType.WORKFLOW_STARTED.value,
-            timestamp=now,
-            data={
-                "workflow_name": name,
-                "version": version,
-                "args": packed["args"],
-                "kwargs": packed["kwargs"],
-                "execution": machine.execution + 1,
-                "continued_from_run_id": old_key.run_id,
-                "parent": machine.parent,
-                "inbox_cursor": self._cursor(machine),
-                "pending_signals": await payloads.pack_signals(pending_signals),
-                **self._obs.handover_trace(),
-            },
-        )
-        sequence = machine.last_sequence + 1
         new_key = RunKey(workflow_id=self.workflow_id, run_id=new_run_id)
+        now = services.clock.now()
+        for force in (False, True):
+            # Large values go by reference. If the events are still over the log's limit
+            # (many carried signals, arguments and keyword arguments each just under the
+            # threshold), everything carried goes by reference: the hand-over always fits.
+            packed = await payloads.pack_data(carried, "continue_as_new", force=force)
+            terminal = NewEvent(
+                type=EventType.WORKFLOW_CONTINUED_AS_NEW.value,
+                timestamp=now,
+                data={
+                    "new_run_id": new_run_id,
+                    "args": packed["args"],
+                    "kwargs": packed["kwargs"],
+                    "reason": outcome.reason,
+                    "version": version,
+                },
+            )
+            first = NewEvent(
+                type=EventType.WORKFLOW_STARTED.value,
+                timestamp=now,
+                data={
+                    "workflow_name": name,
+                    "version": version,
+                    "args": packed["args"],
+                    "kwargs": packed["kwargs"],
+                    "execution": machine.execution + 1,
+                    "continued_from_run_id": old_key.run_id,
+                    "parent": machine.parent,
+                    "inbox_cursor": self._cursor(machine),
+                    "pending_signals": await payloads.pack_signals(pending_signals, force=force),
+                    **self._obs.handover_trace(),
+                },
+            )
+            # the new run's first event as the new machine sees it, as a replay will read it
+            started = as_stored(services.codec, new_key, 1, first)
+            if started.size <= services.backend.max_event_bytes:
+                break
+        started = await self._materialize(started)
+        sequence = machine.last_sequence + 1
         try:
             await services.backend.events.append_atomic(
                 [
@@ -673,25 +711,12 @@ class WorkflowInstance:
             if not last or last[-1].data.get("new_run_id") != new_run_id:
                 raise
             return None
-        self._obs.continued(machine, now)
         machine.last_event_type = EventType.WORKFLOW_CONTINUED_AS_NEW.value
+        self._obs.continued(machine, now)
         log_continuing(
             machine, new_run_id, outcome.reason, lambda: len(services.codec.dumps(carried))
         )
-        live = {
-            **first.data,
-            "args": carried["args"],
-            "kwargs": carried["kwargs"],
-            "pending_signals": [list(sig) for sig in pending_signals],
-        }
-        return StoredEvent(
-            key=new_key,
-            sequence=1,
-            type=first.type,
-            timestamp=now,
-            data=live,
-            size=len(services.codec.dumps(first.data, what="event data")),
-        )
+        return started
 
     async def _complete_hand_over(
         self, machine: WorkflowMachine, old_run_id: str, cursor: int
@@ -819,8 +844,8 @@ def _ends_pending_child(machine: WorkflowMachine, message: InboxMessage) -> bool
 def _message_of(error: BaseException) -> str:
     # KeyError('k') prints as "'k'"; keep the argument itself so the rebuilt error matches
     if len(error.args) == 1 and isinstance(error.args[0], str):
-        return error.args[0]
-    return str(error) or type(error).__name__
+        return bounded_message(error.args[0])
+    return error_message(error) or type(error).__name__
 
 
 async def _run_jobs(

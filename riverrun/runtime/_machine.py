@@ -15,7 +15,6 @@ the run even if the code, replayed, would have gone on (automatic or forced cont
 
 from __future__ import annotations
 
-import builtins
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, cast
@@ -42,6 +41,7 @@ from ._commands import (
 from ._context import ContinueAsNew, WorkflowInfo, scope_var
 from ._definitions import WorkflowDefinition
 from ._events import EventType
+from ._step_errors import error_message, rebuild_builtin
 
 __all__ = [
     "Cancelled",
@@ -105,14 +105,13 @@ class StepFailed(RiverrunError):
         self.message = message
 
 
-def rebuild_exception(step: str, error_type: str, message: str) -> BaseException:
-    cls = getattr(builtins, error_type, None)
-    if isinstance(cls, type) and issubclass(cls, Exception):
-        try:
-            return cls(message)
-        except Exception:  # a builtin with another constructor signature
-            pass
-    return StepFailed(step, error_type, message)
+def rebuild_exception(
+    step: str, error_type: str, message: str, details: Mapping[str, Any] | None = None
+) -> BaseException:
+    """What a failed step's await raises: a builtin exception type as itself (with the
+    arguments ``step.failed`` recorded), any other type as ``StepFailed``."""
+    error = rebuild_builtin(error_type, message, details or {})
+    return error if error is not None else StepFailed(step, error_type, message)
 
 
 @attrs.define(eq=False)
@@ -292,7 +291,7 @@ class WorkflowMachine:
         step = self._expect(ScheduleStep, data, seq, f"step {data.get('name')!r}")
         self._check_step_name(step, data, seq)
         self.step_attempts = 0
-        exc = rebuild_exception(step.definition.name, data["error_type"], data["message"])
+        exc = rebuild_exception(step.definition.name, data["error_type"], data["message"], data)
         self._resume(None, exc)
 
     def _step_retrying(self, data: Mapping[str, Any], seq: int) -> None:
@@ -394,7 +393,7 @@ class WorkflowMachine:
                 try:
                     yielded = coro.send(value) if exc is None else coro.throw(exc)
                 except StopIteration as stop:
-                    self._finish(Completed(result=stop.value))
+                    self._finish(self._completed(stop.value))
                     return
                 except ContinueAsNew as can:
                     self._finish(
@@ -408,15 +407,17 @@ class WorkflowMachine:
                     return
                 except CancellationError as err:
                     if self.cancel_requested:
-                        self._finish(Cancelled(message=str(err) or "workflow cancelled"))
+                        self._finish(Cancelled(message=error_message(err) or "workflow cancelled"))
                     else:
-                        self._finish(Failed(error_type=type(err).__name__, message=str(err)))
+                        self._finish(
+                            Failed(error_type=type(err).__name__, message=error_message(err))
+                        )
                     return
                 except BaseException as err:
                     # SystemExit, KeyboardInterrupt, CancelledError included: the coroutine is
                     # driven by hand, never by the event loop, so whatever it raises is the
                     # workflow's own doing and ends only its run
-                    self._finish(Failed(error_type=type(err).__name__, message=str(err)))
+                    self._finish(Failed(error_type=type(err).__name__, message=error_message(err)))
                     return
                 value, exc = None, None
                 if not isinstance(yielded, Command):
@@ -459,11 +460,20 @@ class WorkflowMachine:
             return None, _child_exception(command.child_workflow_id, kind, value)
         return None
 
+    def _completed(self, result: Any) -> Outcome:
+        # a result the codec cannot carry fails the run here (and the same way on replay)
+        # rather than failing every attempt to record it
+        try:
+            self.check_serializable(result, "workflow result")
+        except Exception as err:
+            return Failed(error_type=type(err).__name__, message=error_message(err))
+        return Completed(result=result)
+
     def _auto_continue(self, reason: str) -> None:
         try:
             self.check_serializable({"args": self.args, "kwargs": self.kwargs}, "arguments")
         except Exception as err:
-            self._finish(Failed(error_type=type(err).__name__, message=str(err)))
+            self._finish(Failed(error_type=type(err).__name__, message=error_message(err)))
             return
         self._finish(
             ContinuedAsNew(args=self.args, kwargs=self.kwargs, version=None, reason=reason)

@@ -234,6 +234,28 @@ def test_unregistered_class_and_pickle_bait_are_refused() -> None:
         CODEC.dumps(lambda: None)
 
 
+def test_a_value_that_contains_itself_is_a_codec_error_naming_where() -> None:
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    with pytest.raises(CodecError) as caught:
+        CODEC.dumps({"args": [cyclic]}, what="f() arguments")
+    assert str(caught.value).startswith("f() arguments['args'][0][0]: the value contains itself")
+    looped: dict[str, Any] = {}
+    looped["x"] = (looped,)  # through a tuple (an extension type) as well
+    with pytest.raises(CodecError, match=r"^m\['x'\]\[0\]: the value contains itself"):
+        CODEC.dumps(looped, what="m")
+
+
+def test_a_value_nested_too_deeply_is_a_codec_error() -> None:
+    deep: list[Any] = []
+    inner = deep
+    for _ in range(5_000):
+        inner.append([])
+        inner = inner[0]
+    with pytest.raises(CodecError, match="nested"):
+        CODEC.dumps(deep, what="deep")
+
+
 def test_other_mappings_encode_as_dict() -> None:
     from types import MappingProxyType
 
