@@ -1,4 +1,4 @@
-"""``riverrun runs ...``: list, show, chain, logs, result, cancel, signal, prune.
+"""``riverrun runs ...``: list, show, chain, logs, result, cancel, terminate, signal, prune.
 
 Every command that takes a run id also takes a workflow id (meaning the workflow's current
 run), because users copy whichever id they have at hand. Unknown ids exit with code 3.
@@ -239,6 +239,32 @@ def cancel(settings: Settings, ident: str) -> None:
                 f"{ident!r} was not cancelled: its chain already ended ({after.status})",
                 exit_code=ExitCode.FAILED,
             )
+
+    run_command(go, servers=settings.servers)
+
+
+@runs.command()
+@click.argument("ident", metavar="WORKFLOW_OR_RUN_ID")
+@click.option("--reason", metavar="TEXT", help="Why, recorded in the run's error and its log.")
+@json_option
+@connection_options(envvar=False)
+@pass_settings
+def terminate(settings: Settings, ident: str, reason: str | None) -> None:
+    """End a workflow's current run now, as cancelled; no worker is needed.
+
+    For runs that no worker can host (a misspelled workflow name) or that must stop at once:
+    the workflow code gets no CancellationError to handle. A worker hosting the run lets it
+    go. Exits 1, writing nothing, if the workflow's chain has already ended.
+    """
+
+    async def go() -> None:
+        async with open_client(settings) as client:
+            await resolve_run(client, ident, settings)
+            final = await client.terminate(ident, reason=reason)
+        if settings.json:
+            click.echo(dumps_json({"id": ident, "terminated": True, "run": run_to_json(final)}))
+        else:
+            click.echo(f"Terminated {final.workflow_id} (run {final.run_id}): {final.error}.")
 
     run_command(go, servers=settings.servers)
 
