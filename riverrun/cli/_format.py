@@ -194,16 +194,28 @@ def _status(status: str) -> str:
 # -- renderers ----------------------------------------------------------------------------
 
 
-def print_runs(console: Console, runs: Sequence[RunLike], *, now: datetime | None = None) -> None:
-    """A table of runs, one row each."""
+def print_runs(
+    console: Console,
+    runs: Sequence[RunLike],
+    *,
+    now: datetime | None = None,
+    flags: Mapping[str, Sequence[str]] | None = None,
+    total: int | None = None,
+    offset: int = 0,
+) -> None:
+    """A table of runs, one row each; ``flags`` (by run id) adds a FLAGS column, ``total``
+    (runs matching, of which ``runs`` is the page from ``offset``) a "showing" footer."""
     if not runs:
-        console.print("No runs found.")
+        console.print("No runs found." if not total else f"No runs past --offset {offset}.")
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("RUN ID", "WORKFLOW ID", "WORKFLOW", "EXEC", "STATUS", "STARTED", "DURATION"):
+    columns = ["RUN ID", "WORKFLOW ID", "WORKFLOW", "EXEC", "STATUS", "STARTED", "DURATION"]
+    if flags is not None:
+        columns.append("FLAGS")
+    for column in columns:
         table.add_column(column, no_wrap=True, justify="right" if column == "EXEC" else "left")
     for run in runs:
-        table.add_row(
+        row = [
             escape(run.run_id),
             escape(run.workflow_id),
             escape(run.workflow_name),
@@ -211,9 +223,16 @@ def print_runs(console: Console, runs: Sequence[RunLike], *, now: datetime | Non
             _status(run.status),
             format_time(run.created_at),
             format_duration(run_duration(run, now=now)),
-        )
+        ]
+        if flags is not None:
+            marks = flags.get(run.run_id) or ()
+            row.append(f"[red]{escape(','.join(marks))}[/red]" if marks else "")
+        table.add_row(*row)
     console.print(table)
-    console.print(f"{len(runs)} run(s)")
+    if total is None or (offset == 0 and total == len(runs)):
+        console.print(f"{len(runs)} run(s)")
+    else:
+        console.print(f"runs {offset + 1}-{offset + len(runs)} of {total}")
 
 
 def print_run(console: Console, run: RunLike, *, now: datetime | None = None) -> None:

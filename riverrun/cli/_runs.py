@@ -57,18 +57,47 @@ async def resolve_run(client: Client, ident: str, settings: Settings) -> Workflo
         )
 
 
+#: runs per page of ``runs list`` unless ``--limit`` says otherwise
+DEFAULT_LIMIT = 50
+
+
 @runs.command("list")
 @click.option(
     "--status", type=click.Choice(STATUSES, case_sensitive=False), help="Only runs in this status."
 )
 @click.option(
-    "--workflow", "workflow_name", metavar="NAME", help="Only runs of this workflow (its name)."
+    "--type",
+    "--workflow",
+    "workflow_name",
+    metavar="NAME",
+    help="Only runs of this workflow type (its registered name).",
 )
 @click.option(
     "--workflow-id", metavar="ID", help="Only runs of this workflow id (its whole chain)."
 )
 @click.option(
-    "--limit", type=click.IntRange(min=1), metavar="N", help="At most N runs, newest first."
+    "--since",
+    metavar="DATE",
+    help="Only runs created at or after DATE: ISO 8601 or an age (30m, 12h, 7d).",
+)
+@click.option(
+    "--until", metavar="DATE", help="Only runs created before DATE: ISO 8601 or an age."
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LIMIT,
+    show_default=True,
+    metavar="N",
+    help="At most N runs, newest first.",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Skip the N newest matching runs (the next page: the previous --offset plus --limit).",
 )
 @json_option
 @connection_options(envvar=False)
@@ -78,26 +107,56 @@ def list_(
     status: str | None,
     workflow_name: str | None,
     workflow_id: str | None,
-    limit: int | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    offset: int,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first, a page at a time, with red flags.
+
+    FLAGS marks the signs of a continue-as-new chain gone wrong: continuations>=20,
+    history-growing, same-args (docs/cli.md says how each is computed).
+    """
+    since_at = parse_datetime(since) if since else None
+    until_at = parse_datetime(until) if until else None
 
     async def go() -> None:
-        from riverrun import RunStatus
+        from ._flags import red_flags
 
         async with open_client(settings) as client:
-            found = await client.list_runs(
-                workflow_id=workflow_id,
-                workflow_name=workflow_name,
-                status=RunStatus(status.lower()) if status else None,
-            )
-        ordered = sorted(found, key=lambda run: run.created_at, reverse=True)[:limit]
+            every = await client.list_runs(workflow_id=workflow_id)
+            matching = [
+                run
+                for run in every
+                if (status is None or run.status == status.lower())
+                and (workflow_name is None or run.workflow_name == workflow_name)
+                and (since_at is None or run.created_at >= since_at)
+                and (until_at is None or run.created_at < until_at)
+            ]
+            ordered = sorted(matching, key=lambda run: run.created_at, reverse=True)
+            page = ordered[offset : offset + limit]
+            flags = await red_flags(client, page, {run.run_id: run for run in every})
+        more = max(len(ordered) - offset - len(page), 0)
         if settings.json:
-            click.echo(dumps_json([run_to_json(run) for run in ordered]))
+            click.echo(dumps_json([{**run_to_json(run), "flags": flags[run.run_id]} for run in page]))
+            if more:
+                click.echo(_more_line(more, offset + len(page)), err=True)
         else:
-            print_runs(settings.console(), ordered)
+            print_runs(
+                settings.console(),
+                page,
+                flags=flags,
+                total=len(ordered),
+                offset=offset,
+            )
+            if more:
+                click.echo(_more_line(more, offset + len(page)))
 
     run_command(go, servers=settings.servers)
+
+
+def _more_line(more: int, next_offset: int) -> str:
+    return f"{more} more run(s): next page with --offset {next_offset}"
 
 
 @runs.command()

@@ -132,6 +132,24 @@ class Client:
     async def events(self, run_id: str) -> list[Event]:
         return await self._events(run_id)
 
+    async def last_event(self, run_id: str, *, workflow_id: str | None = None) -> Event | None:
+        """The run's last event, read alone however long its history; ``None`` if it has none.
+
+        Its ``sequence`` is the number of events the run has had (sequences survive
+        truncation); for a run that continued as new it is the ``workflow.continued_as_new``
+        link, with the arguments carried to the next run.
+        """
+        if workflow_id is None:
+            record = await self._services.backend.runs.get_run(run_id)
+            if record is None:
+                raise WorkflowNotFound(f"no run with id {run_id!r} in this namespace")
+            workflow_id = record.value.workflow_id
+        log = self._services.backend.events
+        key = RunKey(workflow_id=workflow_id, run_id=run_id)
+        last = await log.last_sequence(key)
+        events = await log.read(key, after=last - 1) if last else []
+        return to_event(events[-1]) if events else None
+
     async def _events(self, run_id: str, workflow_id: str | None = None) -> list[Event]:
         record = await self._services.backend.runs.get_run(run_id)
         if record is not None:
