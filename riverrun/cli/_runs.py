@@ -1,4 +1,5 @@
-"""``riverrun runs ...``: list, show, chain, logs, result, cancel, terminate, signal, prune.
+"""``riverrun runs ...``: list, show, describe, chain, logs, result, cancel, terminate, signal,
+prune.
 
 Every command that takes a run id also takes a workflow id (meaning the workflow's current
 run), because users copy whichever id they have at hand. Unknown ids exit with code 3.
@@ -14,9 +15,11 @@ import click
 from ._exit import CliError, ExitCode, fail, run_command
 from ._filters import EventFilter
 from ._format import (
+    describe_to_json,
     dumps_json,
     format_duration,
     print_chain,
+    print_description,
     print_events,
     print_run,
     print_runs,
@@ -174,6 +177,34 @@ def show(settings: Settings, run_id: str) -> None:
             click.echo(dumps_json(run_to_json(run)))
         else:
             print_run(settings.console(), run)
+
+    run_command(go, servers=settings.servers)
+
+
+@runs.command()
+@click.argument("ident", metavar="RUN_OR_WORKFLOW_ID")
+@json_option
+@connection_options(envvar=False)
+@pass_settings
+def describe(settings: Settings, ident: str) -> None:
+    """Describe one run: its record, its place in its chain, its history, its red flags.
+
+    --json prints one object whose keys docs/cli.md documents (field, type, meaning).
+    """
+
+    async def go() -> None:
+        from ._flags import red_flags
+
+        async with open_client(settings) as client:
+            run = await resolve_run(client, ident, settings)
+            found = await client.get_workflow_chain(run.run_id) or [run]
+            last = await client.last_event(run.run_id, workflow_id=run.workflow_id)
+            flags = await red_flags(client, [run], {r.run_id: r for r in found})
+        described = describe_to_json(run, found, last, flags[run.run_id])
+        if settings.json:
+            click.echo(dumps_json(described))
+        else:
+            print_description(settings.console(), described, run)
 
     run_command(go, servers=settings.servers)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,3 +181,57 @@ def test_list_marks_the_same_task_repeating(cli: Cli) -> None:
     flags = _flags(cli, workflow_id)
     assert [e for e, marks in sorted(flags.items()) if "same-args" in marks] == [2, 3]
     assert not any("history-growing" in marks for marks in flags.values())
+
+
+# -- describe -----------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent.parent / "docs" / "cli.md"
+
+
+def documented_describe_fields() -> set[str]:
+    text = DOCS.read_text()
+    section = text.split("### `runs describe`", 1)[1].split("\n### ", 1)[0]
+    return set(re.findall(r"^\| `([a-z_.]+)` \|", section, re.M))
+
+
+def emitted_keys(document: dict[str, Any], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for key, value in document.items():
+        keys.add(prefix + key)
+        if isinstance(value, dict) and key in ("chain", "history"):
+            keys |= emitted_keys(value, f"{prefix}{key}.")
+    return keys
+
+
+def test_describe_json_has_exactly_the_documented_fields(cli: Cli) -> None:
+    workflow_id = new_id("countdown")
+    assert cli("start", "countdown", '{"n": 2}', "--id", workflow_id).code == 0
+    assert cli("runs", "result", workflow_id).code == 0
+    chain = cli("runs", "chain", workflow_id, "--json").json()
+
+    current = cli("runs", "describe", workflow_id, "--json").json()
+    assert emitted_keys(current) == documented_describe_fields()
+    assert current["run_id"] == chain[-1]["run_id"]
+    assert current["chain"] == {
+        "position": 3,
+        "length": 3,
+        "is_current": True,
+        "first_run_id": chain[0]["run_id"],
+        "current_run_id": chain[-1]["run_id"],
+        "status": "completed",
+        "pruned": 0,
+    }
+    assert current["history"]["last_event_type"] == "workflow.completed"
+    assert current["history"]["length"] == 3  # started, step.completed, completed
+    assert current["flags"] == []
+
+    first = cli("runs", "describe", chain[0]["run_id"], "--json").json()
+    assert emitted_keys(first) == documented_describe_fields()
+    assert first["chain"]["position"] == 1
+    assert first["chain"]["is_current"] is False
+    assert first["history"]["last_event_type"] == "workflow.continued_as_new"
+
+    text = cli("runs", "describe", chain[0]["run_id"])
+    assert text.code == 0, text.describe()
+    assert "run 1 of 3" in text.stdout
+    assert cli("runs", "describe", new_id("nobody")).code == 3
