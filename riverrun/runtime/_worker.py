@@ -76,6 +76,8 @@ class WorkflowActor(Actor):
             self.worker._parked[instance.workflow_id] = str(err)
         except ConcurrencyConflict as err:
             log.warning("workflow %s: another worker owns it now: %s", instance.workflow_id, err)
+            # (or a terminate ended the run): a handle waiting here reads the store instead
+            self.worker.services.notify_done(instance.workflow_id)
         except WorkflowNotRegistered as err:
             # another worker of the namespace hosts this workflow; leave it alone
             log.debug("workflow %s not hosted here: %s", instance.workflow_id, err)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -206,3 +207,24 @@ def _active(worker: Any, count: int) -> Any:
         return bool(worker.statistics().active == count)
 
     return check
+
+
+async def test_a_handle_in_the_hosting_process_sees_a_terminate_from_elsewhere(
+    nats_server: Any, namespace: str
+) -> None:
+    # the chain was started through the hosting runtime, whose handle waits for its worker to
+    # announce the end; the terminate comes from another process (here: another runtime), and
+    # the lease is long, so only the worker letting go can wake the handle in time
+    options: dict[str, Any] = {"namespace": namespace, "lease_ttl": timedelta(minutes=10)}
+    async with Runtime.connect(nats_server.url, workflows=[waits_forever], **options) as host:
+        handle = await host.client.start(waits_forever, "x", workflow_id="elsewhere")
+        worker = host.worker
+        assert worker is not None
+        await wait_until(_active(worker, 1))
+        async with Runtime.connect(nats_server.url, worker=False, **options) as ops:
+            await ops.client.terminate("elsewhere", reason="from another process")
+        with pytest.raises(CancellationError):
+            await handle.result(timeout=60)
+        await wait_until(_active(worker, 0))
+        assert worker.statistics().restarts == 0
+        await _ended_once(host, "elsewhere")
