@@ -14,6 +14,8 @@ from riverrun import (
     RunStatus,
     Runtime,
     WorkflowNotRunning,
+    execute_child,
+    sleep,
     start_child,
     step,
     wait_for_signal,
@@ -50,6 +52,20 @@ async def in_long_step(tag: str) -> str:
 async def has_child(tag: str) -> None:
     await start_child(waits_forever, tag, workflow_id=f"{tag}-child")
     await wait_for_signal("never")
+
+
+@workflow()
+async def awaits_child(tag: str) -> str:
+    try:
+        await execute_child(waits_forever, tag, workflow_id=f"{tag}-kid")
+    except CancellationError as err:
+        return f"child ended: {err}"
+    return "child completed"
+
+
+@workflow()
+async def naps(tag: str) -> None:
+    await sleep(3600)
 
 
 @workflow()
@@ -228,3 +244,25 @@ async def test_a_handle_in_the_hosting_process_sees_a_terminate_from_elsewhere(
         await wait_until(_active(worker, 0))
         assert worker.statistics().restarts == 0
         await _ended_once(host, "elsewhere")
+
+
+async def test_terminating_a_child_tells_its_parent(make_runtime: RuntimeFactory) -> None:
+    async with make_runtime(workflows=[awaits_child, waits_forever]) as rt:
+        parent = await rt.client.start(awaits_child, "t", workflow_id="t")
+        await wait_until(lambda: _has_event(rt, "t-kid", EventType.WORKFLOW_STARTED))
+        await rt.client.terminate("t-kid", reason="stop the child")
+        assert await parent.result(timeout=30) == "child ended: child workflow 't-kid' was cancelled"
+        await _ended_once(rt, "t-kid")
+        kinds = [e.type for e in await parent.events()]
+        assert kinds.count(EventType.CHILD_CANCELLED) == 1
+
+
+async def test_terminate_unschedules_the_runs_timers() -> None:
+    async with Runtime.in_memory(workflows=[naps]) as rt:
+        await rt.client.start(naps, "z", workflow_id="napper")
+        await wait_until(lambda: _has_event(rt, "napper", EventType.TIMER_STARTED))
+        schedules = rt.backend.inbox._schedules  # type: ignore[attr-defined]
+        assert [key for key in schedules if key[0] == "napper"]
+        await rt.client.terminate("napper")
+        assert not [key for key in schedules if key[0] == "napper"]
+        await _ended_once(rt, "napper")
