@@ -140,6 +140,10 @@ async def terminate_run(
             continued_to_run_id=next_of[old_run_id],
             completed_at=completed_at,
         )
+    if links:
+        # the head may still be on a predecessor; moved while the chain is still running by
+        # its records (a new chain can start on this id only once the record below is final)
+        await services.move_head(workflow_id, run_id)
     final = await _project(services, workflow_id, run_id, message, reason)
     return TerminateOutcome(run_id=run_id, run=final)
 
@@ -184,8 +188,6 @@ async def _project(
     )
     if final is None:  # no record (lost): rebuilt from the log, which now says cancelled
         final = await services.read_run(run_id, workflow_id=workflow_id)
-    # the head may still be on the predecessor when the log was ahead of the records
-    await services.move_head(workflow_id, run_id)
     if purge_to:
         await backend.inbox.purge(workflow_id, up_to=purge_to)
     services.forget(workflow_id)

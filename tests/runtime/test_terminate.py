@@ -266,3 +266,65 @@ async def test_terminate_unschedules_the_runs_timers() -> None:
         await rt.client.terminate("napper")
         assert not [key for key in schedules if key[0] == "napper"]
         await _ended_once(rt, "napper")
+
+
+async def test_terminate_follows_a_hand_over_the_records_do_not_show_yet(
+    make_runtime: RuntimeFactory,
+) -> None:
+    # a worker wrote a hand-over (old run's link + new run's first event) and died before
+    # projecting it: the records and head still say the old run is current and running
+    from riverrun.persistence import Append, RunKey
+    from riverrun.runtime._instance import next_run_id
+
+    async with make_runtime(workflows=[quick]) as rt:
+        handle = await rt.client.start("no_such_workflow", workflow_id="ahead")
+        old = (await handle.describe()).run_id
+        new = next_run_id(old)
+        log = rt.backend.events
+        now = (await handle.events())[0].timestamp
+        await log.append_atomic(
+            [
+                Append(
+                    key=RunKey(workflow_id="ahead", run_id=old),
+                    event=NewEvent(
+                        type="workflow.continued_as_new",
+                        timestamp=now,
+                        data={"new_run_id": new, "args": [], "kwargs": {}, "reason": None},
+                    ),
+                    expected_last=1,
+                    idempotency_id=f"{old}:2",
+                ),
+                Append(
+                    key=RunKey(workflow_id="ahead", run_id=new),
+                    event=NewEvent(
+                        type="workflow.started",
+                        timestamp=now,
+                        data={
+                            "workflow_name": "no_such_workflow",
+                            "args": [],
+                            "kwargs": {},
+                            "execution": 2,
+                            "continued_from_run_id": old,
+                            "parent": None,
+                            "inbox_cursor": 0,
+                        },
+                    ),
+                    expected_last=0,
+                    idempotency_id=f"{new}:1",
+                ),
+            ]
+        )
+        assert (await rt.client.get_run(old)).status == RunStatus.RUNNING
+
+        final = await rt.client.terminate("ahead")
+        assert final.run_id == new
+        assert final.status == RunStatus.CANCELLED
+        before = await rt.client.get_run(old)
+        assert before.status == RunStatus.CONTINUED_AS_NEW
+        assert before.continued_to_run_id == new
+        assert (await handle.describe()).run_id == new
+        await _ended_once(rt, "ahead")
+        # the old run's log is untouched: its link is still its last event
+        assert [e.type for e in await rt.client.events(old)][-1] == (
+            EventType.WORKFLOW_CONTINUED_AS_NEW
+        )
