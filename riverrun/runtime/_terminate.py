@@ -83,7 +83,7 @@ async def terminate_run(
     workflow_id = current.workflow_id
     run_id = current.run_id
     token = uuid.uuid4().hex
-    message = f"terminated: {reason or 'terminated'}"
+    message = f"terminated: {reason}" if reason else "terminated"
     attempts = 0
     links: list[tuple[str, datetime]] = []
     next_of: dict[str, str] = {}
