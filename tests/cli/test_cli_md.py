@@ -149,7 +149,8 @@ def test_worker_help_lists_the_documented_options() -> None:
     assert helped.code == 0
     listed = _options(helped.stdout.split("Options:", 1)[1]) - {"--help"}
     section = CLI_MD.read_text().split("## `riverrun worker`", 1)[1].split("\n## ", 1)[0]
-    synopsis = re.findall(r"^```\n(riverrun worker .*?)\n```", section, re.M)
+    # the synopsis block; it may wrap over several lines
+    synopsis = re.findall(r"^```\n(riverrun worker .*?)\n```", section, re.M | re.S)
     assert len(synopsis) == 1
     assert _options(synopsis[0]) == listed
 
