@@ -109,7 +109,7 @@ def test_list_by_type_and_time_range(cli: Cli) -> None:
     found = cli("runs", "list", "--type", "greeter", *window, "--json").json()
     assert workflow_id in {run["workflow_id"] for run in found}
     assert {run["workflow_name"] for run in found} == {"greeter"}
-    assert all(before.isoformat() <= run["created_at"] for run in found)
+    assert all(before <= datetime.fromisoformat(run["created_at"]) < after for run in found)
     # a window that ends before the run, or starts after it, leaves it out
     early = cli("runs", "list", "--until", before.isoformat(), "--json").json()
     assert workflow_id not in {run["workflow_id"] for run in early}
