@@ -23,10 +23,12 @@ from rich.table import Table
 __all__ = [
     "EventLike",
     "RunLike",
+    "describe_to_json",
     "dumps_json",
     "format_duration",
     "format_time",
     "print_chain",
+    "print_description",
     "print_events",
     "print_run",
     "print_runs",
@@ -176,6 +178,57 @@ _RUN_FIELDS = (
 )
 
 
+def describe_to_json(
+    run: RunLike,
+    chain: Sequence[RunLike],
+    last_event: EventLike | None,
+    flags: Sequence[str],
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """``runs describe --json``: the run (as ``run_to_json``), its place in its chain, its
+    history's length and last event, and its red flags. docs/cli.md documents every key."""
+    current = chain[-1] if chain else run
+    first = chain[0] if chain else run
+    data = run_to_json(run, now=now)
+    data["chain"] = {
+        "position": run.execution,
+        "length": current.execution,
+        "is_current": run.run_id == current.run_id,
+        "first_run_id": first.run_id,
+        "current_run_id": current.run_id,
+        "status": to_jsonable(current.status),
+        "pruned": max(first.execution - 1, 0),
+    }
+    data["history"] = {
+        "length": last_event.sequence if last_event is not None else 0,
+        "last_event_type": (
+            to_jsonable(getattr(last_event.type, "value", last_event.type))
+            if last_event is not None
+            else None
+        ),
+        "last_event_at": to_jsonable(last_event.timestamp) if last_event is not None else None,
+    }
+    data["flags"] = list(flags)
+    return data
+
+
+def print_description(console: Console, described: Mapping[str, Any], run: RunLike) -> None:
+    """``runs describe`` for people: ``print_run``, then chain, history and flags."""
+    print_run(console, run)
+    chain, history = described["chain"], described["history"]
+    where = "current" if chain["is_current"] else f"current: {chain['current_run_id']}"
+    pruned = f", {chain['pruned']} pruned" if chain["pruned"] else ""
+    place = f"run {chain['position']} of {chain['length']} ({where}{pruned})"
+    rows = [
+        ("Chain", f"{place}, chain {chain['status']}"),
+        ("History", f"{history['length']} event(s), last {history['last_event_type'] or '-'}"),
+        ("Flags", ", ".join(described["flags"]) or "-"),
+    ]
+    for label, value in rows:
+        console.print(f"[bold]{label + ':':<15}[/bold] {escape(value)}", soft_wrap=True)
+
+
 def dumps_json(value: Any) -> str:
     """The ``--json`` document for ``value`` (indented, stable key order as given)."""
     return json.dumps(to_jsonable(value), indent=2, ensure_ascii=False)
@@ -194,16 +247,28 @@ def _status(status: str) -> str:
 # -- renderers ----------------------------------------------------------------------------
 
 
-def print_runs(console: Console, runs: Sequence[RunLike], *, now: datetime | None = None) -> None:
-    """A table of runs, one row each."""
+def print_runs(
+    console: Console,
+    runs: Sequence[RunLike],
+    *,
+    now: datetime | None = None,
+    flags: Mapping[str, Sequence[str]] | None = None,
+    total: int | None = None,
+    offset: int = 0,
+) -> None:
+    """A table of runs, one row each; ``flags`` (by run id) adds a FLAGS column, ``total``
+    (runs matching, of which ``runs`` is the page from ``offset``) a "showing" footer."""
     if not runs:
-        console.print("No runs found.")
+        console.print("No runs found." if not total else f"No runs past --offset {offset}.")
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("RUN ID", "WORKFLOW ID", "WORKFLOW", "EXEC", "STATUS", "STARTED", "DURATION"):
+    columns = ["RUN ID", "WORKFLOW ID", "WORKFLOW", "EXEC", "STATUS", "STARTED", "DURATION"]
+    if flags is not None:
+        columns.append("FLAGS")
+    for column in columns:
         table.add_column(column, no_wrap=True, justify="right" if column == "EXEC" else "left")
     for run in runs:
-        table.add_row(
+        row = [
             escape(run.run_id),
             escape(run.workflow_id),
             escape(run.workflow_name),
@@ -211,9 +276,16 @@ def print_runs(console: Console, runs: Sequence[RunLike], *, now: datetime | Non
             _status(run.status),
             format_time(run.created_at),
             format_duration(run_duration(run, now=now)),
-        )
+        ]
+        if flags is not None:
+            marks = flags.get(run.run_id) or ()
+            row.append(f"[red]{escape(','.join(marks))}[/red]" if marks else "")
+        table.add_row(*row)
     console.print(table)
-    console.print(f"{len(runs)} run(s)")
+    if total is None or (offset == 0 and total == len(runs)):
+        console.print(f"{len(runs)} run(s)")
+    else:
+        console.print(f"runs {offset + 1}-{offset + len(runs)} of {total}")
 
 
 def print_run(console: Console, run: RunLike, *, now: datetime | None = None) -> None:

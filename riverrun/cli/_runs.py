@@ -1,4 +1,5 @@
-"""``riverrun runs ...``: list, show, chain, logs, result, cancel, signal, prune.
+"""``riverrun runs ...``: list, show, describe, chain, logs, result, cancel, terminate, signal,
+prune.
 
 Every command that takes a run id also takes a workflow id (meaning the workflow's current
 run), because users copy whichever id they have at hand. Unknown ids exit with code 3.
@@ -15,10 +16,12 @@ from rich.markup import escape
 from ._exit import CliError, ExitCode, fail, run_command
 from ._filters import EventFilter
 from ._format import (
+    describe_to_json,
     dumps_json,
     format_duration,
     format_time,
     print_chain,
+    print_description,
     print_events,
     print_run,
     print_runs,
@@ -60,18 +63,47 @@ async def resolve_run(client: Client, ident: str, settings: Settings) -> Workflo
         )
 
 
+#: runs per page of ``runs list`` unless ``--limit`` says otherwise
+DEFAULT_LIMIT = 50
+
+
 @runs.command("list")
 @click.option(
     "--status", type=click.Choice(STATUSES, case_sensitive=False), help="Only runs in this status."
 )
 @click.option(
-    "--workflow", "workflow_name", metavar="NAME", help="Only runs of this workflow (its name)."
+    "--type",
+    "--workflow",
+    "workflow_name",
+    metavar="NAME",
+    help="Only runs of this workflow type (its registered name).",
 )
 @click.option(
     "--workflow-id", metavar="ID", help="Only runs of this workflow id (its whole chain)."
 )
 @click.option(
-    "--limit", type=click.IntRange(min=1), metavar="N", help="At most N runs, newest first."
+    "--since",
+    metavar="DATE",
+    help="Only runs created at or after DATE: ISO 8601 or an age (30m, 12h, 7d).",
+)
+@click.option(
+    "--until", metavar="DATE", help="Only runs created before DATE: ISO 8601 or an age."
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LIMIT,
+    show_default=True,
+    metavar="N",
+    help="At most N runs, newest first.",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Skip the N newest matching runs (the next page: the previous --offset plus --limit).",
 )
 @json_option
 @connection_options(envvar=False)
@@ -81,26 +113,56 @@ def list_(
     status: str | None,
     workflow_name: str | None,
     workflow_id: str | None,
-    limit: int | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    offset: int,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first, a page at a time, with red flags.
+
+    FLAGS marks the signs of a continue-as-new chain gone wrong: continuations>=20,
+    history-growing, same-args (docs/cli.md says how each is computed).
+    """
+    since_at = parse_datetime(since) if since else None
+    until_at = parse_datetime(until) if until else None
 
     async def go() -> None:
-        from riverrun import RunStatus
+        from ._flags import red_flags
 
         async with open_client(settings) as client:
-            found = await client.list_runs(
-                workflow_id=workflow_id,
-                workflow_name=workflow_name,
-                status=RunStatus(status.lower()) if status else None,
-            )
-        ordered = sorted(found, key=lambda run: run.created_at, reverse=True)[:limit]
+            every = await client.list_runs(workflow_id=workflow_id)
+            matching = [
+                run
+                for run in every
+                if (status is None or run.status == status.lower())
+                and (workflow_name is None or run.workflow_name == workflow_name)
+                and (since_at is None or run.created_at >= since_at)
+                and (until_at is None or run.created_at < until_at)
+            ]
+            ordered = sorted(matching, key=lambda run: run.created_at, reverse=True)
+            page = ordered[offset : offset + limit]
+            flags = await red_flags(client, page, {run.run_id: run for run in every})
+        more = max(len(ordered) - offset - len(page), 0)
         if settings.json:
-            click.echo(dumps_json([run_to_json(run) for run in ordered]))
+            click.echo(dumps_json([{**run_to_json(run), "flags": flags[run.run_id]} for run in page]))
+            if more:
+                click.echo(_more_line(more, offset + len(page)), err=True)
         else:
-            print_runs(settings.console(), ordered)
+            print_runs(
+                settings.console(),
+                page,
+                flags=flags,
+                total=len(ordered),
+                offset=offset,
+            )
+            if more:
+                click.echo(_more_line(more, offset + len(page)))
 
     run_command(go, servers=settings.servers)
+
+
+def _more_line(more: int, next_offset: int) -> str:
+    return f"{more} more run(s): next page with --offset {next_offset}"
 
 
 @runs.command()
@@ -134,6 +196,34 @@ def show(settings: Settings, run_id: str) -> None:
                         f"{escape(note.message)}",
                         soft_wrap=True,
                     )
+
+    run_command(go, servers=settings.servers)
+
+
+@runs.command()
+@click.argument("ident", metavar="RUN_OR_WORKFLOW_ID")
+@json_option
+@connection_options(envvar=False)
+@pass_settings
+def describe(settings: Settings, ident: str) -> None:
+    """Describe one run: its record, its place in its chain, its history, its red flags.
+
+    --json prints one object whose keys docs/cli.md documents (field, type, meaning).
+    """
+
+    async def go() -> None:
+        from ._flags import red_flags
+
+        async with open_client(settings) as client:
+            run = await resolve_run(client, ident, settings)
+            found = await client.get_workflow_chain(run.run_id) or [run]
+            last = await client.last_event(run.run_id, workflow_id=run.workflow_id)
+            flags = await red_flags(client, [run], {r.run_id: r for r in found})
+        described = describe_to_json(run, found, last, flags[run.run_id])
+        if settings.json:
+            click.echo(dumps_json(described))
+        else:
+            print_description(settings.console(), described, run)
 
     run_command(go, servers=settings.servers)
 
@@ -258,6 +348,32 @@ def cancel(settings: Settings, ident: str) -> None:
                 f"{ident!r} was not cancelled: its chain already ended ({after.status})",
                 exit_code=ExitCode.FAILED,
             )
+
+    run_command(go, servers=settings.servers)
+
+
+@runs.command()
+@click.argument("ident", metavar="WORKFLOW_OR_RUN_ID")
+@click.option("--reason", metavar="TEXT", help="Why, recorded in the run's error and its log.")
+@json_option
+@connection_options(envvar=False)
+@pass_settings
+def terminate(settings: Settings, ident: str, reason: str | None) -> None:
+    """End a workflow's current run now, as cancelled; no worker is needed.
+
+    For runs that no worker can host (a misspelled workflow name) or that must stop at once:
+    the workflow code gets no CancellationError to handle. A worker hosting the run lets it
+    go. Exits 1, writing nothing, if the workflow's chain has already ended.
+    """
+
+    async def go() -> None:
+        async with open_client(settings) as client:
+            await resolve_run(client, ident, settings)
+            final = await client.terminate(ident, reason=reason)
+        if settings.json:
+            click.echo(dumps_json({"id": ident, "terminated": True, "run": run_to_json(final)}))
+        else:
+            click.echo(f"Terminated {final.workflow_id} (run {final.run_id}): {final.error}.")
 
     run_command(go, servers=settings.servers)
 

@@ -132,6 +132,24 @@ class Client:
     async def events(self, run_id: str) -> list[Event]:
         return await self._events(run_id)
 
+    async def last_event(self, run_id: str, *, workflow_id: str | None = None) -> Event | None:
+        """The run's last event, read alone however long its history; ``None`` if it has none.
+
+        Its ``sequence`` is the number of events the run has had (sequences survive
+        truncation); for a run that continued as new it is the ``workflow.continued_as_new``
+        link, with the arguments carried to the next run.
+        """
+        if workflow_id is None:
+            record = await self._services.backend.runs.get_run(run_id)
+            if record is None:
+                raise WorkflowNotFound(f"no run with id {run_id!r} in this namespace")
+            workflow_id = record.value.workflow_id
+        log = self._services.backend.events
+        key = RunKey(workflow_id=workflow_id, run_id=run_id)
+        last = await log.last_sequence(key)
+        events = await log.read(key, after=last - 1) if last else []
+        return to_event(events[-1]) if events else None
+
     async def _events(self, run_id: str, workflow_id: str | None = None) -> list[Event]:
         record = await self._services.backend.runs.get_run(run_id)
         if record is not None:
@@ -203,6 +221,38 @@ class Client:
             current.workflow_id, "cancel", {"reason": reason}
         )
         return True
+
+    async def terminate(
+        self, workflow_or_run_id: str, *, reason: str | None = None
+    ) -> WorkflowRun:
+        """End the chain's current run now, as ``cancelled``, with or without a worker.
+
+        Unlike ``cancel``, this needs no worker that runs the workflow's code (a run whose
+        type no worker registers can be ended too) and the workflow gets no
+        ``CancellationError`` to handle: its run's log gets ``workflow.cancelled``
+        (``terminated: true``) by a write fenced on the run's last event, so a worker hosting
+        it meanwhile either appended first (the write is retried after it) or fails its next
+        append and lets the workflow go. The parent is told, children are closed per their
+        policy, timers are unscheduled. ``result()`` then raises ``CancellationError``.
+
+        Returns the run's final record.
+
+        Raises:
+            WorkflowNotRunning: the chain has already ended (its status is in the message).
+            WorkflowNotFound: no workflow or run has that id.
+        """
+        from ._terminate import terminate_run
+
+        current = await self._locate(workflow_or_run_id)
+        if current.status in _ENDED:
+            raise _not_running(current, "it was not terminated")
+        outcome = await terminate_run(self._services, current, reason)
+        if outcome.ended_as is not None:
+            ended = attrs.evolve(current, run_id=outcome.run_id, status=outcome.ended_as)
+            raise _not_running(ended, "it was not terminated")
+        if outcome.run is None:  # pragma: no cover - the record is rebuilt from the log
+            raise WorkflowNotFound(f"run {outcome.run_id!r} of {current.workflow_id!r} is gone")
+        return await self._public(outcome.run)
 
     async def prune_runs(
         self,
@@ -355,6 +405,10 @@ class WorkflowHandle:
 
     async def cancel(self) -> bool:
         return await self.client.cancel(self.workflow_id)
+
+    async def terminate(self, reason: str | None = None) -> WorkflowRun:
+        """End the chain now, with or without a worker; see ``Client.terminate``."""
+        return await self.client.terminate(self.workflow_id, reason=reason)
 
     async def describe(self) -> WorkflowRun:
         """The chain's current run."""

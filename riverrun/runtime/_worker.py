@@ -87,6 +87,8 @@ class WorkflowActor(Actor):
             self.worker._parked[instance.workflow_id] = str(err)
         except ConcurrencyConflict as err:
             log.warning("workflow %s: another worker owns it now: %s", instance.workflow_id, err)
+            # (or a terminate ended the run): a handle waiting here reads the store instead
+            self.worker.services.notify_done(instance.workflow_id)
         except WorkflowNotRegistered as err:
             # another worker of the namespace may register it: leave the run as it is
             await self.worker._not_registered(instance, err)

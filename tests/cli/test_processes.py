@@ -267,7 +267,10 @@ def test_help_lists_every_command() -> None:
     for command in ("demo", "dev", "runs", "start", "worker"):
         assert command in result.stdout
     runs_help = run_riverrun("runs", "--help", env=base_env()).stdout
-    for command in ("list", "show", "chain", "logs", "result", "cancel", "signal", "prune"):
+    for command in (
+        "list", "show", "describe", "chain", "logs", "result", "cancel", "terminate", "signal",
+        "prune",
+    ):
         assert command in runs_help
 
 
