@@ -53,7 +53,11 @@ class S3Settings:
 def open_runtime(
     settings: Settings, *, workflows: Sequence[Any] = (), worker: bool = False
 ) -> Runtime:
-    """A runtime on ``settings.servers`` (not entered yet: use ``async with``)."""
+    """A runtime on ``settings.servers`` (not entered yet: use ``async with``).
+
+    Raises:
+        ValueError: a credential or TLS file that is missing or not what it should be.
+    """
     from riverrun import Runtime
 
     if settings.s3 is None:
@@ -64,10 +68,13 @@ def open_runtime(
             worker=worker,
             connect_timeout=settings.connect_timeout,
             replicas=settings.replicas,
+            **settings.security,
         )
     from riverrun import RuntimeOptions
+    from riverrun.persistence import NatsSecurity, redact_url
 
     s3 = settings.s3
+    security = NatsSecurity.build(**settings.security)
 
     @contextlib.asynccontextmanager
     async def backend_with_s3(codec: Codec) -> AsyncIterator[Backend]:
@@ -80,6 +87,7 @@ def open_runtime(
                 codec=codec,
                 replicas=settings.replicas,
                 connect_timeout=settings.connect_timeout,
+                security=security,
             ) as backend,
             open_s3_stores(
                 s3.bucket,
@@ -95,5 +103,8 @@ def open_runtime(
         workflows=workflows,
         worker=worker,
         options=RuntimeOptions(namespace=settings.namespace),
-        description=f"nats {','.join(settings.servers)} + s3 {s3.bucket} ns={settings.namespace}",
+        description=(
+            f"nats {redact_url(','.join(settings.servers))} + s3 {s3.bucket} "
+            f"ns={settings.namespace}"
+        ),
     )

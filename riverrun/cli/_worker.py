@@ -147,7 +147,7 @@ def worker(settings: Settings, target: str) -> None:
             async with open_runtime(settings, workflows=workflows, worker=True) as runtime:
                 click.echo(
                     f"riverrun worker: hosting {len(workflows)} workflow(s) [{names}] "
-                    f"on {', '.join(settings.servers)}, namespace {settings.namespace!r}. "
+                    f"on {settings.where}, namespace {settings.namespace!r}. "
                     f"Ctrl-C to stop.",
                     err=True,
                 )

@@ -11,6 +11,8 @@ from .._errors import (
     NatsServerError as NatsServerError,
     NotFoundInStore as NotFoundInStore,
     PersistenceError as PersistenceError,
+    StorePermissionDenied as StorePermissionDenied,
+    StoreTLSError as StoreTLSError,
     StoreUnavailable as StoreUnavailable,
 )
 from ._backend import Backend as Backend
@@ -38,6 +40,7 @@ from ._model import (
     Versioned as Versioned,
     WorkflowRun as WorkflowRun,
 )
+from ._nats_security import NatsSecurity as NatsSecurity
 from ._protocols import (
     Clock as Clock,
     EventLog as EventLog,
@@ -46,6 +49,7 @@ from ._protocols import (
     RunStore as RunStore,
     SnapshotStore as SnapshotStore,
 )
+from ._redact import redact_url as redact_url
 from ._s3 import (
     S3PayloadStore as S3PayloadStore,
     S3SnapshotStore as S3SnapshotStore,
@@ -71,6 +75,7 @@ __all__ = [
     "MemoryPayloadStore",
     "MemoryRunStore",
     "MemorySnapshotStore",
+    "NatsSecurity",
     "NatsServerError",
     "NewEvent",
     "NotFoundInStore",
@@ -82,6 +87,8 @@ __all__ = [
     "S3PayloadStore",
     "S3SnapshotStore",
     "SnapshotStore",
+    "StorePermissionDenied",
+    "StoreTLSError",
     "StoreUnavailable",
     "StoredEvent",
     "SystemClock",
@@ -91,4 +98,5 @@ __all__ = [
     "open_jetstream_backend",
     "open_memory_backend",
     "open_s3_stores",
+    "redact_url",
 ]

@@ -6,6 +6,12 @@ raw subscriptions instead of ``js.publish`` / ``js.get_msg``: one request, the J
 once, no dataclass on the way. Failing fast matters as much as speed: while the client is
 disconnected a request is refused at once with ``StoreUnavailable`` instead of sitting in the
 reconnect buffer until its timeout (and then maybe being delivered later, unseen).
+
+Permission errors: the server answers a publish or subscribe that the user may not make with
+an ``-ERR 'Permissions Violation ...'`` line, which nats-py hands to the error callback only;
+the request itself just times out. :class:`ServerErrors` records those lines per connection,
+and :func:`translate_errors` turns a timeout that follows one into ``StorePermissionDenied``
+(naming the subject) instead of a retryable ``StoreUnavailable``. Every URL shown is redacted.
 """
 
 from __future__ import annotations
@@ -13,11 +19,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import ssl
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
+import anyio
 import nats
 import nats.errors
 import nats.js.errors
@@ -26,7 +35,15 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from .._errors import IncompatibleStoreConfig, PersistenceError, StoreUnavailable
+from .._errors import (
+    IncompatibleStoreConfig,
+    PersistenceError,
+    StorePermissionDenied,
+    StoreTLSError,
+    StoreUnavailable,
+)
+from ._nats_security import NatsSecurity
+from ._redact import redact_url
 
 __all__ = [
     "ERR_BATCH_DUPLICATE_MSG_ID",
@@ -34,6 +51,7 @@ __all__ = [
     "ERR_WRONG_LAST_SEQUENCE_CONST",
     "JetStreamConnection",
     "JsApiError",
+    "ServerErrors",
     "connect",
     "translate_errors",
 ]
@@ -46,6 +64,10 @@ ERR_WRONG_LAST_SEQUENCE: Final = 10071
 ERR_WRONG_LAST_SEQUENCE_CONST: Final = 10164
 #: an atomic batch carried a ``Nats-Msg-Id`` that the stream has already seen
 ERR_BATCH_DUPLICATE_MSG_ID: Final = 10201
+#: JSNotEnabledForAccountErr: the user's account has no JetStream
+ERR_JS_NOT_ENABLED_FOR_ACCOUNT: Final = 10039
+
+_VIOLATION = re.compile(r"permissions violation for (\w+) to \"?([^\"]*)\"?", re.IGNORECASE)
 
 _UNAVAILABLE: Final = (
     nats.errors.TimeoutError,
@@ -73,9 +95,61 @@ class JsApiError(Exception):
         self.description = description
 
 
+class ServerErrors:
+    """The errors the server reports on a connection without closing it (permission
+    violations), kept so that a request that timed out can be told apart from a refused one."""
+
+    def __init__(self) -> None:
+        #: how many permission violations the server reported so far
+        self.violations = 0
+        self.last_violation: tuple[str, str] | None = None  # (operation, subject)
+        self._logged: set[tuple[str, str]] = set()
+
+    def record(self, exc: BaseException) -> None:
+        match = _VIOLATION.search(str(exc))
+        if match is None:
+            return
+        operation, subject = match.group(1).lower(), match.group(2)
+        self.violations += 1
+        self.last_violation = (operation, subject)
+        if (operation, subject) not in self._logged and len(self._logged) < 1000:
+            self._logged.add((operation, subject))
+            _log.error(
+                "NATS refused to let this user %s %r (permissions violation); give the user "
+                "that permission in the server's authorization config (see "
+                "docs/deployment.md, least-privilege users)",
+                operation,
+                subject,
+            )
+
+    def denied_since(self, count: int) -> tuple[str, str] | None:
+        """The last violation if one was reported after ``count`` were, else ``None``."""
+        return self.last_violation if self.violations > count else None
+
+
+def _permission_denied(what: str, url: str, violation: tuple[str, str]) -> StorePermissionDenied:
+    operation, subject = violation
+    return StorePermissionDenied(
+        f"{what}: NATS at {url} refused to let this user {operation} {subject!r} (permissions "
+        "violation). Retrying will not help: give the user that permission in the server's "
+        "authorization config (docs/deployment.md has least-privilege templates), or connect "
+        "as a user that has it",
+        subject=subject,
+    )
+
+
 @contextmanager
-def translate_errors(url: str, what: str) -> Iterator[None]:
-    """Turn nats errors raised inside the block into riverrun errors (``raise ... from``)."""
+def translate_errors(where: JetStreamConnection | str, what: str) -> Iterator[None]:
+    """Turn nats errors raised inside the block into riverrun errors (``raise ... from``).
+
+    ``where`` is the connection (or, for messages only, its URL): with the connection, a
+    timeout that follows a permission violation becomes ``StorePermissionDenied``.
+    """
+    if isinstance(where, JetStreamConnection):
+        url, server_errors = where.url, where.server_errors
+    else:
+        url, server_errors = redact_url(where), None
+    seen = server_errors.violations if server_errors is not None else 0
     try:
         yield
     except PersistenceError:
@@ -86,36 +160,56 @@ def translate_errors(url: str, what: str) -> Iterator[None]:
             "enabled on that server (`nats-server -js`) and is it up? Retry later"
         ) from exc
     except _UNAVAILABLE as exc:
+        violation = server_errors.denied_since(seen) if server_errors is not None else None
+        if violation is not None:
+            raise _permission_denied(what, url, violation) from exc
         raise StoreUnavailable(
             f"{what}: NATS at {url} did not answer ({type(exc).__name__}); the store is "
             "unreachable or restarting — retry later"
         ) from exc
     except nats.js.errors.APIError as exc:
-        if exc.code == 503:
-            raise StoreUnavailable(
-                f"{what}: JetStream at {url} is temporarily unavailable ({exc.description}); "
-                "retry later"
-            ) from exc
-        raise PersistenceError(f"{what}: JetStream refused it: {exc.description}") from exc
+        _raise_api_error(what, url, exc.code, exc.err_code, exc.description, exc)
     except JsApiError as exc:
-        if exc.code == 503:
-            raise StoreUnavailable(
-                f"{what}: JetStream at {url} is temporarily unavailable ({exc.description}); "
-                "retry later"
-            ) from exc
-        raise PersistenceError(f"{what}: JetStream refused it: {exc}") from exc
+        _raise_api_error(what, url, exc.code, exc.err_code, exc.description, exc)
     except nats.errors.Error as exc:
-        raise PersistenceError(f"{what}: NATS error: {exc!r}") from exc
+        raise PersistenceError(f"{what}: NATS error: {redact_url(repr(exc))}") from exc
+
+
+def _raise_api_error(
+    what: str, url: str, code: int | None, err_code: int | None, description: str | None,
+    exc: Exception,
+) -> None:
+    if err_code == ERR_JS_NOT_ENABLED_FOR_ACCOUNT:
+        raise StorePermissionDenied(
+            f"{what}: JetStream at {url} is not enabled for this user's account "
+            f"({description}); enable it in the account's config (`jetstream: enabled`, or "
+            "JetStream limits in the account JWT)"
+        ) from exc
+    if code == 503:
+        raise StoreUnavailable(
+            f"{what}: JetStream at {url} is temporarily unavailable ({description}); "
+            "retry later"
+        ) from exc
+    raise PersistenceError(f"{what}: JetStream refused it: {description or exc}") from exc
 
 
 class JetStreamConnection:
     """One NATS connection plus the low-level requests the stores need."""
 
-    def __init__(self, nc: NatsClient, *, url: str, request_timeout: float) -> None:
+    def __init__(
+        self,
+        nc: NatsClient,
+        *,
+        url: str,
+        request_timeout: float,
+        server_errors: ServerErrors | None = None,
+    ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=request_timeout)
-        self.url = url
+        #: the server URL(s), secrets redacted: safe for messages
+        self.url = redact_url(url)
         self.timeout = request_timeout
+        self.server_errors = server_errors if server_errors is not None else ServerErrors()
 
     def __repr__(self) -> str:
         state = "connected" if self.nc.is_connected else "disconnected"
@@ -294,33 +388,137 @@ class JetStreamConnection:
             )
 
 
-async def connect(servers: list[str], *, connect_timeout: float, name: str) -> NatsClient:
+async def connect(
+    servers: list[str],
+    *,
+    connect_timeout: float,
+    name: str,
+    security: NatsSecurity | None = None,
+    server_errors: ServerErrors | None = None,
+) -> NatsClient:
     """Connect, trying every server once or twice within ``connect_timeout``; afterwards the
-    client reconnects forever (a restarting server is an outage, not the end)."""
-    errors: deque[str] = deque(maxlen=4)
+    client reconnects forever (a restarting server is an outage, not the end).
+
+    A refusal that retrying cannot cure ends the attempt at once: wrong credentials
+    (``StorePermissionDenied``), a TLS handshake that failed (``StoreTLSError``; nats-py
+    would otherwise wait on an untrusted server certificate until the timeout).
+
+    Raises:
+        StoreUnavailable: no server answered within ``connect_timeout``.
+        StorePermissionDenied: the server refused the credentials.
+        StoreTLSError: the TLS handshake failed.
+    """
+    where = redact_url(", ".join(servers))
+    errors: deque[BaseException] = deque(maxlen=4)
+    fatal = asyncio.Event()
 
     async def on_error(exc: Exception) -> None:
         # nats-py reports connection trouble here; the default callback logs at ERROR.
-        errors.append(f"{type(exc).__name__}: {exc}")
-        _log.debug("NATS connection error: %r", exc)
+        errors.append(exc)
+        if server_errors is not None:
+            server_errors.record(exc)
+        if _refusal(exc) is not None:
+            fatal.set()
+        _log.debug("NATS connection error: %s", redact_url(repr(exc)))
 
+    options: dict[str, Any] = {
+        "name": name,
+        "connect_timeout": max(1, int(connect_timeout)),
+        "reconnect_time_wait": 0.25,  # seconds; typed int, but a float works
+        "max_reconnect_attempts": 1,
+        "error_cb": on_error,
+        "allow_reconnect": True,
+        "skip_subject_validation": True,  # our subjects are built from escaped tokens
+    }
+    if security is not None:
+        options.update(security.connect_options())
+    nc = NatsClient()
+    connecting = asyncio.ensure_future(nc.connect(servers, **options))
+    refused = asyncio.ensure_future(fatal.wait())
     try:
-        nc = await nats.connect(
-            servers,
-            name=name,
-            connect_timeout=max(1, int(connect_timeout)),
-            reconnect_time_wait=0.25,  # seconds; a float works
-            max_reconnect_attempts=1,
-            error_cb=on_error,
-            allow_reconnect=True,
-            skip_subject_validation=True,  # our subjects are built from escaped tokens
+        await asyncio.wait(
+            {connecting, refused}, timeout=connect_timeout, return_when=asyncio.FIRST_COMPLETED
         )
-    except Exception as exc:
-        detail = errors[-1] if errors else f"{type(exc).__name__}: {exc}"
-        raise StoreUnavailable(
-            f"cannot connect to NATS at {', '.join(servers)}: {detail}. Is nats-server running "
-            "(with JetStream enabled) and reachable?"
-        ) from exc
-    # From now on, outages are waited out: reconnect forever, in the background.
-    nc.options["max_reconnect_attempts"] = -1
-    return nc
+    finally:
+        refused.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            with anyio.CancelScope(shield=True):
+                await _close_quietly(nc)
+    failure: BaseException | None = None
+    if not connecting.cancelled():
+        failure = connecting.exception()
+        if failure is None:
+            # From now on, outages are waited out: reconnect forever, in the background.
+            nc.options["max_reconnect_attempts"] = -1
+            return nc
+        await _close_quietly(nc)
+    raise _connect_error(where, list(errors), failure, connect_timeout, security) from failure
+
+
+async def _close_quietly(nc: NatsClient) -> None:
+    try:
+        await nc.close()
+    except Exception:
+        _log.debug("closing a NATS client that never connected failed", exc_info=True)
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """``"auth"`` or ``"tls"`` if ``exc`` is a refusal that retrying cannot cure."""
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return "tls"
+    text = str(exc).lower()
+    if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in text:
+        return "auth"
+    if "authentication" in text and ("expired" in text or "timeout" in text):
+        return "auth"
+    return None
+
+
+def _connect_error(
+    where: str,
+    errors: list[BaseException],
+    failure: BaseException | None,
+    connect_timeout: float,
+    security: NatsSecurity | None,
+) -> PersistenceError:
+    how = security.describe() if security is not None else ""
+    for exc in reversed(errors):
+        kind = _refusal(exc)
+        detail = redact_url(f"{type(exc).__name__}: {exc}")
+        if kind == "auth":
+            return StorePermissionDenied(
+                f"NATS at {where} refused the credentials ({detail}); check the user and "
+                "password, token, nkey seed or creds file"
+                + (f" (connecting with {how})" if how else "")
+                + " against the server's authorization config"
+            )
+        if kind == "tls":
+            if "certificate required" in str(exc).lower():
+                advice = (
+                    "the server verifies clients: give a client certificate and key "
+                    "(tls_cert_file= and tls_key_file=, --tls-cert / --tls-key)"
+                )
+            elif isinstance(exc, ssl.SSLCertVerificationError | ssl.CertificateError):
+                advice = (
+                    "the server's certificate is not trusted or not issued for this host: give "
+                    "the CA that signed it (tls_ca_file=, --tls-ca), or the name it was issued "
+                    "for (tls_hostname=, --tls-hostname)"
+                )
+            else:
+                advice = (
+                    "check that the server speaks TLS and that the CA, certificate and key "
+                    "given are the right ones"
+                )
+            return StoreTLSError(f"TLS handshake with NATS at {where} failed ({detail}); {advice}")
+    if errors:
+        last = errors[-1]
+        detail = redact_url(f"{type(last).__name__}: {last}")
+    elif failure is not None:
+        detail = redact_url(f"{type(failure).__name__}: {failure}")
+    else:
+        detail = f"no answer within {connect_timeout:g} s"
+    return StoreUnavailable(
+        f"cannot connect to NATS at {where}: {detail}. Is nats-server running (with "
+        "JetStream enabled) and reachable?"
+    )
