@@ -444,9 +444,10 @@ async def connect(
         if not connecting.done():
             connecting.cancel()
             with anyio.CancelScope(shield=True):
+                await asyncio.wait({connecting}, timeout=5.0)  # let it unwind
                 await _close_quietly(nc)
     failure: BaseException | None = None
-    if not connecting.cancelled():
+    if connecting.done() and not connecting.cancelled():
         failure = connecting.exception()
         if failure is None:
             # From now on, outages are waited out: reconnect forever, in the background.
