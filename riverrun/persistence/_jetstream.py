@@ -153,7 +153,7 @@ async def open_jetstream_backend(
     clock = clock if clock is not None else SystemClock()
     url = redact_url(", ".join(urls))
 
-    server_errors = ServerErrors()
+    server_errors = ServerErrors(url)
     nc = None
     # connect() keeps its own deadline and says why it failed; this one is a backstop
     with anyio.move_on_after(connect_timeout + 1.0) as scope:

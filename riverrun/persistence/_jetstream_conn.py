@@ -99,10 +99,13 @@ class ServerErrors:
     """The errors the server reports on a connection without closing it (permission
     violations), kept so that a request that timed out can be told apart from a refused one."""
 
-    def __init__(self) -> None:
+    def __init__(self, where: str = "") -> None:
+        #: the server URL(s), redacted (they name the user, which helps with permissions)
+        self.where = redact_url(where)
         #: how many permission violations the server reported so far
         self.violations = 0
-        self.last_violation: tuple[str, str] | None = None  # (operation, subject)
+        # the latest ones, numbered: (number, operation, subject)
+        self._recent: deque[tuple[int, str, str]] = deque(maxlen=32)
         self._logged: set[tuple[str, str]] = set()
 
     def record(self, exc: BaseException) -> None:
@@ -111,20 +114,25 @@ class ServerErrors:
             return
         operation, subject = match.group(1).lower(), match.group(2)
         self.violations += 1
-        self.last_violation = (operation, subject)
+        self._recent.append((self.violations, operation, subject))
         if (operation, subject) not in self._logged and len(self._logged) < 1000:
             self._logged.add((operation, subject))
             _log.error(
-                "NATS refused to let this user %s %r (permissions violation); give the user "
-                "that permission in the server's authorization config (see "
-                "docs/deployment.md, least-privilege users)",
+                "NATS at %s refused to let this user %s %r (permissions violation; nats-py "
+                "reports subjects in lower case); give the user that permission in the "
+                "server's authorization config (docs/deployment.md, least-privilege users)",
+                self.where or "?",
                 operation,
                 subject,
             )
 
     def denied_since(self, count: int) -> tuple[str, str] | None:
-        """The last violation if one was reported after ``count`` were, else ``None``."""
-        return self.last_violation if self.violations > count else None
+        """The first violation reported after the first ``count`` ones (the cause; later
+        ones may come from nats-py cleaning up after it), or ``None``."""
+        for number, operation, subject in self._recent:
+            if number > count:
+                return operation, subject
+        return None
 
 
 def _permission_denied(what: str, url: str, violation: tuple[str, str]) -> StorePermissionDenied:
