@@ -7,9 +7,13 @@ Nothing here needs the network: certificates come from ``cryptography`` and nkey
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
 import ipaddress
+import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -160,3 +164,117 @@ def secured_server(nats_server_factory: ServerFactory) -> Callable[[str], Embedd
         return nats_server_factory(extra_config=config)
 
     return start
+
+
+# -- decentralized (JWT) authentication, made offline ------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@attrs.frozen(kw_only=True)
+class SigningKey:
+    seed: str
+    public: str
+
+    @classmethod
+    def new(cls, prefix: int) -> SigningKey:
+        seed = nkeys.encode_seed(os.urandom(32), prefix)
+        return cls(seed=seed.decode(), public=nkeys.from_seed(bytearray(seed)).public_key.decode())
+
+    def sign(self, data: bytes) -> bytes:
+        signature: bytes = nkeys.from_seed(bytearray(self.seed.encode())).sign(data)
+        return signature
+
+
+def _jwt(issuer: SigningKey, subject: str, name: str, nats: dict[str, object]) -> str:
+    """A NATS JWT (v2) as ``nsc`` makes it: ed25519-nkey signed claims."""
+    claims: dict[str, object] = {
+        "jti": "",
+        "iat": int(time.time()),
+        "iss": issuer.public,
+        "name": name,
+        "sub": subject,
+        "nats": {**nats, "version": 2},
+    }
+    body = json.dumps(claims, separators=(",", ":")).encode()
+    claims["jti"] = base64.b32encode(hashlib.new("sha512_256", body).digest()).decode().rstrip("=")
+    header = _b64(b'{"typ":"JWT","alg":"ed25519-nkey"}')
+    payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
+    return f"{header}.{payload}.{_b64(issuer.sign(f'{header}.{payload}'.encode()))}"
+
+
+_UNLIMITED = {
+    "subs": -1,
+    "data": -1,
+    "payload": -1,
+    "imports": -1,
+    "exports": -1,
+    "wildcards": True,
+    "conn": -1,
+    "leaf": -1,
+}
+
+
+@attrs.frozen(kw_only=True)
+class Operator:
+    """An operator, a system account and an application account with JetStream, all signed
+    here without ``nsc``: ``server_config`` for nats-server, ``creds`` files for users."""
+
+    operator: SigningKey
+    account: SigningKey
+    server_config: str
+
+    @classmethod
+    def new(cls) -> Operator:
+        operator = SigningKey.new(nkeys.PREFIX_BYTE_OPERATOR)
+        account = SigningKey.new(nkeys.PREFIX_BYTE_ACCOUNT)
+        system = SigningKey.new(nkeys.PREFIX_BYTE_ACCOUNT)
+        operator_jwt = _jwt(
+            operator, operator.public, "test-operator",
+            {"type": "operator", "system_account": system.public},
+        )  # fmt: skip
+        jetstream = {"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}
+        no_defaults = {"pub": {}, "sub": {}}
+        account_jwt = _jwt(
+            operator, account.public, "ORDERS",
+            {"type": "account", "limits": {**_UNLIMITED, **jetstream},
+             "default_permissions": no_defaults},
+        )  # fmt: skip
+        system_jwt = _jwt(
+            operator, system.public, "SYS",
+            {"type": "account", "limits": _UNLIMITED, "default_permissions": no_defaults},
+        )  # fmt: skip
+        config = (
+            f"operator: {quoted(operator_jwt)}\n"
+            f"system_account: {quoted(system.public)}\n"
+            "resolver: MEMORY\n"
+            "resolver_preload: {\n"
+            f"  {quoted(account.public)}: {quoted(account_jwt)}\n"
+            f"  {quoted(system.public)}: {quoted(system_jwt)}\n"
+            "}\n"
+        )
+        return cls(operator=operator, account=account, server_config=config)
+
+    def creds(self, path: Path, *, name: str = "worker", signer: SigningKey | None = None) -> Path:
+        """Write a ``.creds`` file for a new user of the account (signed by ``signer``, by
+        default the account's own key)."""
+        user = SigningKey.new(nkeys.PREFIX_BYTE_USER)
+        signer = signer or self.account
+        user_jwt = _jwt(
+            signer, user.public, name,
+            {"type": "user", "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+             "issuer_account": self.account.public},
+        )  # fmt: skip
+        path.write_text(
+            "-----BEGIN NATS USER JWT-----\n"
+            f"{user_jwt}\n"
+            "------END NATS USER JWT------\n\n"
+            "************************* IMPORTANT *************************\n"
+            "NKEY Seed printed below can be used to sign and prove identity.\n\n"
+            "-----BEGIN USER NKEY SEED-----\n"
+            f"{user.seed}\n"
+            "------END USER NKEY SEED------\n"
+        )
+        return path
