@@ -143,7 +143,10 @@ async def open_jetstream_backend(
     """
     urls = [servers] if isinstance(servers, str) else list(servers)
     if not urls or not all(isinstance(u, str) and u for u in urls):
-        raise ValueError(f"servers must be a NATS URL or a non-empty list of them, got {servers!r}")
+        raise ValueError(
+            "servers must be a NATS URL or a non-empty list of them, got "
+            f"{redact_url(repr(servers))}"
+        )
     names = Names(check_namespace(namespace))
     if replicas not in (1, 3, 5):
         raise ValueError(f"replicas must be 1, 3 or 5, got {replicas}")
