@@ -23,7 +23,8 @@ from ._backend import Backend
 from ._clock import SystemClock
 from ._codec import Codec
 from ._jetstream_blobs import JetStreamPayloadStore, JetStreamSnapshotStore, open_object_bucket
-from ._jetstream_conn import JetStreamConnection, ServerErrors, connect, translate_errors
+from ._jetstream_conn import JetStreamConnection, ServerErrors, translate_errors
+from ._jetstream_connect import connect
 from ._jetstream_events import JetStreamEventLog
 from ._jetstream_inbox import JetStreamInbox
 from ._jetstream_names import Names, check_namespace
