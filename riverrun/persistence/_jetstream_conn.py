@@ -158,6 +158,8 @@ def translate_errors(where: JetStreamConnection | str, what: str) -> Iterator[No
     except PersistenceError:
         raise
     except (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError) as exc:
+        if getattr(exc, "err_code", None) == ERR_JS_NOT_ENABLED_FOR_ACCOUNT:
+            _raise_api_error(what, url, 503, ERR_JS_NOT_ENABLED_FOR_ACCOUNT, str(exc), exc)
         raise StoreUnavailable(
             f"{what}: no JetStream answered at {url} ({type(exc).__name__}); is JetStream "
             "enabled on that server (`nats-server -js`) and is it up? Retry later"

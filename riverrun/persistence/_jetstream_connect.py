@@ -53,13 +53,27 @@ async def connect(
     errors: deque[BaseException] = deque(maxlen=4)
     fatal = asyncio.Event()
 
+    connected = False
+    logged: set[str] = set()
+
     async def on_error(exc: Exception) -> None:
         # nats-py reports connection trouble here; the default callback logs at ERROR.
         errors.append(exc)
         if server_errors is not None:
             server_errors.record(exc)
-        if _refusal(exc) is not None:
+        refusal = _refusal(exc)
+        if refusal is not None:
             fatal.set()
+            if connected and refusal not in logged:
+                # credentials revoked or a certificate changed while we were connected: the
+                # client keeps reconnecting (every call fails fast meanwhile); say why, once
+                logged.add(refusal)
+                _log.error(
+                    "NATS at %s refused this client on reconnect (%s); calls fail until the "
+                    "credentials or TLS settings are fixed",
+                    where,
+                    redact_url(f"{type(exc).__name__}: {exc}"),
+                )
         _log.debug("NATS connection error: %s", redact_url(repr(exc)))
 
     options: dict[str, Any] = {
@@ -93,6 +107,7 @@ async def connect(
         if failure is None:
             # From now on, outages are waited out: reconnect forever, in the background.
             nc.options["max_reconnect_attempts"] = -1
+            connected = True
             return nc
         await _close_quietly(nc)
     raise _connect_error(where, list(errors), failure, connect_timeout, security) from failure

@@ -227,7 +227,7 @@ class Operator:
     server_config: str
 
     @classmethod
-    def new(cls) -> Operator:
+    def new(cls, *, jetstream: bool = True) -> Operator:
         operator = SigningKey.new(nkeys.PREFIX_BYTE_OPERATOR)
         account = SigningKey.new(nkeys.PREFIX_BYTE_ACCOUNT)
         system = SigningKey.new(nkeys.PREFIX_BYTE_ACCOUNT)
@@ -235,11 +235,12 @@ class Operator:
             operator, operator.public, "test-operator",
             {"type": "operator", "system_account": system.public},
         )  # fmt: skip
-        jetstream = {"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}
+        size = -1 if jetstream else 0
+        limits = {"mem_storage": size, "disk_storage": size, "streams": size, "consumer": size}
         no_defaults = {"pub": {}, "sub": {}}
         account_jwt = _jwt(
             operator, account.public, "ORDERS",
-            {"type": "account", "limits": {**_UNLIMITED, **jetstream},
+            {"type": "account", "limits": {**_UNLIMITED, **limits},
              "default_permissions": no_defaults},
         )  # fmt: skip
         system_jwt = _jwt(

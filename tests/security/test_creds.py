@@ -80,3 +80,15 @@ def test_the_command_line_with_a_creds_file(
     )
     assert 1 == without.code, without.describe()
     assert "refused the credentials" in without.stderr
+
+
+async def test_an_account_without_jetstream_is_told_so(
+    secured_server: Callable[[str], EmbeddedNatsServer], tmp_path: Path
+) -> None:
+    operator = Operator.new(jetstream=False)
+    server = secured_server(operator.server_config)
+    creds = operator.creds(tmp_path / "worker.creds")
+    with anyio.fail_after(HANG), pytest.raises(StorePermissionDenied) as caught:
+        async with Runtime.connect(server.url, namespace=unique_namespace(), user_credentials=creds):
+            pass
+    assert "not enabled for this user's account" in str(caught.value)
