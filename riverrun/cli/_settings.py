@@ -3,7 +3,8 @@
 ``--servers``, ``--namespace`` and ``--json`` are accepted both before the command
 (``riverrun --json runs list``) and after it (``riverrun runs list --json``), since users type
 both; the value given closest to the command wins, then the environment, then the default.
-The NATS credential and TLS options (``--creds``, ``--nkey-seed``, ``--user``, ``--tls-*``)
+The NATS credential and TLS options (``--creds``, ``--nkey-seed``, ``--user``, ``--tls-*``,
+``--inbox-prefix``)
 work the same way; a password or token is read from the environment only
 (``RIVERRUN_PASSWORD``, ``RIVERRUN_TOKEN``), so that it never shows in ``ps`` or a shell's
 history. Nothing here is checked until a command connects: then ``Runtime.connect`` checks the
@@ -161,6 +162,13 @@ _SECURITY_OPTIONS: list[tuple[str, str, str, str, str]] = [
         "RIVERRUN_TLS_HOSTNAME",
         "NAME",
         "Check the server's certificate against NAME instead of the URL's host.",
+    ),
+    (
+        "--inbox-prefix",
+        "inbox_prefix",
+        "RIVERRUN_INBOX_PREFIX",
+        "PREFIX",
+        "Subject prefix of NATS replies (default _INBOX), one per user.",
     ),
 ]
 

@@ -1,7 +1,7 @@
 """How riverrun proves who it is to NATS, and checks who NATS is: credentials and TLS.
 
 The names follow nats-py's ``Client.connect`` (``user_credentials``, ``nkeys_seed``,
-``tls``, ``tls_hostname``, ``user``, ``password``, ``token``), plus ``tls_ca_file`` /
+``tls``, ``tls_hostname``, ``user``, ``password``, ``token``, ``inbox_prefix``), plus ``tls_ca_file`` /
 ``tls_cert_file`` / ``tls_key_file`` for the common case of PEM files, which would otherwise
 need an ``ssl.SSLContext`` built by hand.
 
@@ -28,6 +28,8 @@ __all__ = ["NatsSecurity"]
 
 #: an nkey seed: "S", the key type (U user, A account, O operator, ...), 56 base32 characters
 _SEED = re.compile(r"^S[UAONCPX][A-Z2-7]{56}$")
+#: subject tokens without wildcards, for the inbox prefix
+_PREFIX = re.compile(r"^[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*$")
 _CREDS_JWT: Final = "-----BEGIN NATS USER JWT-----"
 _CREDS_SEED: Final = "BEGIN USER NKEY SEED"
 
@@ -55,6 +57,9 @@ class NatsSecurity:
     tls: ssl.SSLContext | None = None
     #: the name the server's certificate is checked against (default: the URL's host)
     tls_hostname: str | None = None
+    #: where replies come back (default ``_INBOX``): a prefix of its own per user lets the
+    #: server's permissions keep users from reading each other's replies
+    inbox_prefix: str | None = None
 
     @classmethod
     def build(
@@ -70,6 +75,7 @@ class NatsSecurity:
         tls_cert_file: PathLike | None = None,
         tls_key_file: PathLike | None = None,
         tls_hostname: str | None = None,
+        inbox_prefix: str | None = None,
     ) -> NatsSecurity:
         """Check the settings and load what they point at.
 
@@ -87,6 +93,8 @@ class NatsSecurity:
                 that verify clients (``tls { verify: true }``); give both.
             tls_hostname: check the server's certificate against this name instead of the
                 URL's host.
+            inbox_prefix: subject prefix of the reply subjects (default ``_INBOX``); give
+                each user its own and allow it only ``<prefix>.>`` to subscribe.
 
         Raises:
             ValueError: contradicting settings, or a file that is missing, unreadable or not
@@ -121,6 +129,13 @@ class NatsSecurity:
         context = _tls_context(tls, tls_ca_file, tls_cert_file, tls_key_file)
         if tls_hostname is not None and (not isinstance(tls_hostname, str) or not tls_hostname):
             raise ValueError("tls_hostname must be a non-empty string")
+        if inbox_prefix is not None and (
+            not isinstance(inbox_prefix, str) or not _PREFIX.match(inbox_prefix)
+        ):
+            raise ValueError(
+                f"inbox_prefix must be subject tokens without wildcards (e.g. "
+                f"'_INBOX_orders_client'), got {inbox_prefix!r}"
+            )
         return cls(
             user=user,
             password=password,
@@ -130,6 +145,7 @@ class NatsSecurity:
             nkeys_seed_str=seed_str,
             tls=context,
             tls_hostname=tls_hostname,
+            inbox_prefix=inbox_prefix,
         )
 
     def connect_options(self) -> dict[str, Any]:
@@ -143,6 +159,7 @@ class NatsSecurity:
             "nkeys_seed_str": self.nkeys_seed_str,
             "tls": self.tls,
             "tls_hostname": self.tls_hostname,
+            "inbox_prefix": self.inbox_prefix,
         }
         return {k: v for k, v in options.items() if v is not None}
 

@@ -120,6 +120,7 @@ class Runtime:
         tls_cert_file: str | os.PathLike[str] | None = None,
         tls_key_file: str | os.PathLike[str] | None = None,
         tls_hostname: str | None = None,
+        inbox_prefix: str | None = None,
         **opts: Any,
     ) -> Runtime:
         """A runtime on an existing NATS server or cluster (JetStream enabled).
@@ -141,6 +142,8 @@ class Runtime:
             tls_cert_file, tls_key_file: client certificate and key (PEM), for servers that
                 verify clients.
             tls_hostname: the name the server's certificate is checked against.
+            inbox_prefix: prefix of reply subjects (default ``_INBOX``); one per user keeps
+                users from reading each other's replies (see docs/deployment.md).
 
         Raises:
             ValueError: contradicting options, or a file that is missing or not what it
@@ -159,6 +162,7 @@ class Runtime:
             tls_cert_file=tls_cert_file,
             tls_key_file=tls_key_file,
             tls_hostname=tls_hostname,
+            inbox_prefix=inbox_prefix,
         )
         servers = servers or os.environ.get("RIVERRUN_SERVERS", "nats://127.0.0.1:4222")
         workflows = list(workflows)

@@ -141,6 +141,7 @@ def test_a_missing_seed_file_names_the_file(tmp_path: Path) -> None:
         ({"tls_cert_file": "c.pem"}, "both tls_cert_file and tls_key_file"),
         ({"tls_ca_file": "no-such-ca.pem"}, "no-such-ca.pem' does not exist"),
         ({"tls": False, "tls_ca_file": "ca.pem"}, "contradicts"),
+        ({"inbox_prefix": "_INBOX.>"}, "without wildcards"),
     ],
 )
 def test_contradicting_or_missing_settings_are_value_errors(

@@ -35,6 +35,7 @@ ENV_CLEAN = {
         "RIVERRUN_TLS_CERT",
         "RIVERRUN_TLS_KEY",
         "RIVERRUN_TLS_HOSTNAME",
+        "RIVERRUN_INBOX_PREFIX",
         "RIVERRUN_S3_BUCKET",
     )
 }
@@ -73,8 +74,10 @@ def test_options_before_or_after_the_command() -> None:
         "tls_cert_file": "c.pem",
         "tls_key_file": "k.pem",
         "tls_hostname": "nats.internal",
+        "inbox_prefix": "_INBOX_ORDERS_CLIENT",
     }
     args = [
+        "--inbox-prefix", "_INBOX_ORDERS_CLIENT",
         "--creds", "w.creds", "--tls-ca", "ca.pem", "--tls-cert", "c.pem",
         "--tls-key", "k.pem", "--tls-hostname", "nats.internal",
     ]  # fmt: skip

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import nats
@@ -17,6 +18,7 @@ import pytest
 from riverrun import Runtime
 from riverrun.persistence import (
     EmbeddedNatsServer,
+    NatsSecurity,
     RunKey,
     StorePermissionDenied,
     StoreUnavailable,
@@ -33,6 +35,8 @@ HANG = 60
 #: short, so that a refused request (which nats-server answers with silence) fails soon
 REQUEST_TIMEOUT = 1.0
 USERS = {"admin": "admin-pw", "worker": "worker-pw", "client": "client-pw"}
+#: the reply-subject prefix each user is allowed (the admin keeps nats-py's default)
+INBOX = {"admin": None, "worker": "_INBOX_ORDERS_WORKER", "client": "_INBOX_ORDERS_CLIENT"}
 
 
 def template() -> str:
@@ -64,9 +68,22 @@ def url(server: EmbeddedNatsServer, user: str) -> str:
     return server.url.replace("nats://", f"nats://{user}:{USERS[user]}@")
 
 
+def connect(server: EmbeddedNatsServer, user: str, **options: Any) -> Runtime:
+    return Runtime.connect(url(server, user), inbox_prefix=INBOX[user], **options)
+
+
+def backend(server: EmbeddedNatsServer, user: str, namespace: str) -> Any:
+    return open_jetstream_backend(
+        url(server, user),
+        namespace=namespace,
+        request_timeout=REQUEST_TIMEOUT,
+        security=NatsSecurity.build(inbox_prefix=INBOX[user]),
+    )
+
+
 async def make_other_namespace(server: EmbeddedNatsServer) -> None:
     """Namespace ``other``, with one completed run, made by the admin."""
-    async with Runtime.connect(url(server, "admin"), namespace="other", workflows=[doubler]) as rt:
+    async with connect(server, "admin", namespace="other", workflows=[doubler]) as rt:
         assert 2 == await (await rt.client.start(doubler, 1, workflow_id="o-1")).result()
 
 
@@ -74,12 +91,10 @@ async def test_the_worker_and_client_users_run_workflows(server: EmbeddedNatsSer
     await make_other_namespace(server)
     with anyio.fail_after(HANG):
         async with (
-            Runtime.connect(
-                url(server, "worker"),
-                namespace="orders",
-                workflows=[approval, doubler, everything, big_result],
+            connect(
+                server, "worker", namespace="orders", workflows=[approval, doubler, everything, big_result]
             ),
-            Runtime.connect(url(server, "client"), namespace="orders") as client_rt,
+            connect(server, "client", namespace="orders") as client_rt,
         ):
             client = client_rt.client
             handle = await client.start(approval, 1, workflow_id="a-1")
@@ -94,28 +109,24 @@ async def test_the_worker_and_client_users_run_workflows(server: EmbeddedNatsSer
 
 
 async def test_the_client_user_cannot_purge(server: EmbeddedNatsServer) -> None:
-    async with Runtime.connect(url(server, "worker"), namespace="orders", workflows=[doubler]) as rt:
+    async with connect(server, "worker", namespace="orders", workflows=[doubler]) as rt:
         handle = await rt.client.start(doubler, 4, workflow_id="d-1")
         assert 8 == await handle.result()
         run_id = handle.first_run_id
-    async with open_jetstream_backend(
-        url(server, "client"), namespace="orders", request_timeout=REQUEST_TIMEOUT
-    ) as backend:
+    async with backend(server, "client", "orders") as client:
         key = RunKey(workflow_id="d-1", run_id=run_id)
         with pytest.raises(StorePermissionDenied) as caught:
-            await backend.events.delete(key)  # a purge of the run's subject
+            await client.events.delete(key)  # a purge of the run's subject
         assert "$js.api.stream.purge.riverrun_orders_events" == caught.value.subject
         assert "permissions violation" in str(caught.value)
-        assert 1 <= len(await backend.events.read(key))  # still there, and readable
+        assert 1 <= len(await client.events.read(key))  # still there, and readable
 
 
 @pytest.mark.parametrize("user", ["client", "worker"])
 async def test_no_user_can_open_another_namespace(server: EmbeddedNatsServer, user: str) -> None:
     await make_other_namespace(server)
     with anyio.fail_after(HANG), pytest.raises(StorePermissionDenied) as caught:
-        async with open_jetstream_backend(
-            url(server, user), namespace="other", request_timeout=REQUEST_TIMEOUT
-        ):
+        async with backend(server, user, "other"):
             pass
     assert caught.value.subject is not None and "riverrun_other_events" in caught.value.subject
     assert not isinstance(caught.value, StoreUnavailable)  # not an outage to wait out
@@ -132,7 +143,11 @@ async def test_no_user_can_read_another_namespaces_streams(
         refused.append(str(exc))
 
     nc = await nats.connect(
-        url(server, user), error_cb=on_error, max_reconnect_attempts=1, connect_timeout=5
+        url(server, user),
+        error_cb=on_error,
+        max_reconnect_attempts=1,
+        connect_timeout=5,
+        inbox_prefix=INBOX[user] or "_INBOX",
     )
     try:
         for subject, body in [
@@ -148,8 +163,37 @@ async def test_no_user_can_read_another_namespaces_streams(
     finally:
         await nc.close()
     # and nothing of it was touched: the admin still reads the run
-    async with Runtime.connect(url(server, "admin"), namespace="other") as rt:
+    async with connect(server, "admin", namespace="other") as rt:
         assert 2 == await rt.client.get_handle("o-1").result()
+
+
+@pytest.mark.parametrize("user", ["client", "worker"])
+async def test_no_user_can_listen_to_replies_meant_for_others(
+    server: EmbeddedNatsServer, user: str
+) -> None:
+    refused: list[str] = []
+    heard = anyio.Event()
+
+    async def on_error(exc: Exception) -> None:
+        refused.append(str(exc))
+        heard.set()
+
+    nc = await nats.connect(
+        url(server, user), error_cb=on_error, max_reconnect_attempts=1, connect_timeout=5,
+        inbox_prefix=INBOX[user] or "_INBOX",
+    )  # fmt: skip
+    try:
+        others = [p for u, p in INBOX.items() if u != user and p] + ["_INBOX"]
+        for prefix in others:
+            heard = anyio.Event()
+            await nc.subscribe(f"{prefix}.>")
+            with anyio.fail_after(HANG):
+                await heard.wait()  # the server answers a refused SUB with -ERR
+            assert f'permissions violation for subscription to "{prefix.lower()}.>"' in (
+                refused[-1]
+            )
+    finally:
+        await nc.close()
 
 
 async def test_a_start_by_a_user_without_the_permission_is_denied_not_retried(
@@ -162,9 +206,9 @@ async def test_a_start_by_a_user_without_the_permission_is_denied_not_retried(
     ).replace("$RIVERRUN_ORDERS_CLIENT", "$RIVERRUN_ORDERS_LIMITED")
     assert "$O.RIVERRUN_ORDERS_PAYLOADS" not in limited.split("RIVERRUN_ORDERS_LIMITED = {")[1]
     server = secured_server(limited)
-    async with Runtime.connect(url(server, "worker"), namespace="orders"):
+    async with connect(server, "worker", namespace="orders"):
         pass  # creates the namespace
-    async with Runtime.connect(url(server, "client"), namespace="orders") as rt:
+    async with connect(server, "client", namespace="orders") as rt:
         small = await rt.client.start(approval, 1)  # needs no payload store
         assert small.first_run_id
         with anyio.fail_after(HANG), pytest.raises(StorePermissionDenied) as caught:
