@@ -16,6 +16,9 @@ of riverrun::
     │   ├── CodecError (ValueError)        bytes that do not decode, values that do not encode
     │   ├── ConcurrencyConflict            an append/CAS lost against another writer
     │   ├── StoreUnavailable (ConnectionError)   the store cannot be reached; retryable
+    │   ├── StorePermissionDenied (PermissionError)   NATS refused the credentials or a subject
+    │   ├── StoreTLSError                  the TLS handshake with NATS failed (untrusted server
+    │   │                                  certificate, or no client certificate given)
     │   ├── IncompatibleStoreConfig        an existing stream/bucket with settings we cannot use
     │   ├── NotFoundInStore (LookupError)  a payload, snapshot or record that is not there
     │   └── NatsServerError                the embedded nats-server cannot start, or is too old
@@ -59,6 +62,8 @@ __all__ = [
     "RiverrunError",
     "RuntimeClosed",
     "SerializationError",
+    "StorePermissionDenied",
+    "StoreTLSError",
     "StoreUnavailable",
     "WorkflowAlreadyRunning",
     "WorkflowError",
@@ -117,6 +122,23 @@ class ConcurrencyConflict(PersistenceError):
 
 class StoreUnavailable(PersistenceError, ConnectionError):
     """The store could not be reached or did not answer in time. Safe to retry."""
+
+
+class StorePermissionDenied(PersistenceError, PermissionError):
+    """The NATS server refused: wrong credentials, or this user may not use ``subject``.
+
+    Not retryable: retrying cannot help until the user's permissions (or the credentials)
+    are fixed. ``subject`` is the subject refused, ``None`` when the credentials were.
+    """
+
+    def __init__(self, message: str, *, subject: str | None = None) -> None:
+        super().__init__(message)
+        self.subject = subject
+
+
+class StoreTLSError(PersistenceError):
+    """The TLS handshake with NATS failed: the server's certificate is not trusted (give the
+    CA that signed it), or the server wants a client certificate (give one). Not retryable."""
 
 
 class IncompatibleStoreConfig(PersistenceError):

@@ -3,7 +3,8 @@
 Every command runs through :func:`run_command`, the one place where exceptions become exit
 codes. A user sees one line on stderr (``riverrun: error: ...``), with a hint where one helps,
 and never a traceback for bad input or an unreachable server. ``RIVERRUN_DEBUG=1`` prints the
-traceback too, for bug reports.
+traceback too, for bug reports. Every message is scrubbed of URL credentials
+(``nats://user:***@host``) on its way out, whatever produced it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .._errors import (
     WorkflowNotFound,
     WorkflowNotRegistered,
 )
+from ..persistence import redact_url
 
 __all__ = ["CliError", "ExitCode", "fail", "run_command", "unreachable_message"]
 
@@ -55,7 +57,7 @@ class CliError(click.ClickException):
     """An error that ends the command with ``exit_code`` and a one-line message."""
 
     def __init__(self, message: str, *, exit_code: ExitCode = ExitCode.FAILED) -> None:
-        super().__init__(message)
+        super().__init__(redact_url(message))
         # click declares ``exit_code`` a ClassVar (8.5+); the per-instance code lives in the
         # instance dict, which shadows the class attribute wherever click reads it
         vars(self)["exit_code"] = int(exit_code)
@@ -79,7 +81,7 @@ def unreachable_message(servers: list[str], cause: BaseException | str | None = 
     if "NATS" not in detail:  # the persistence layer's messages already name the server
         where = ", ".join(servers) or "the NATS servers"
         detail = f"cannot reach NATS at {where}" + (f" ({detail})" if detail else "")
-    detail = detail.rstrip(". ")
+    detail = redact_url(detail).rstrip(". ")
     return f"{detail}{'' if detail.endswith(('?', '!')) else '.'} {hint}"
 
 
@@ -161,6 +163,8 @@ def _internal_error(error: BaseException) -> NoReturn:
     else:
         hint = " (set RIVERRUN_DEBUG=1 to see the traceback)"
     click.echo(
-        f"riverrun: internal error: {type(error).__name__}: {_first_line(error)}{hint}", err=True
+        f"riverrun: internal error: {type(error).__name__}: {redact_url(_first_line(error))}"
+        f"{hint}",
+        err=True,
     )
     sys.exit(ExitCode.FAILED)

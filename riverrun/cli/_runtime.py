@@ -59,7 +59,11 @@ def open_runtime(
 ) -> Runtime:
     """A runtime on ``settings.servers`` (not entered yet: use ``async with``).
 
-    ``runtime_options``: more ``Runtime`` keywords (``meter_provider``, ...)."""
+    ``runtime_options``: more ``Runtime`` keywords (``meter_provider``, ...).
+
+    Raises:
+        ValueError: a credential or TLS file that is missing or not what it should be.
+    """
     from riverrun import Runtime
 
     if settings.s3 is None:
@@ -71,10 +75,13 @@ def open_runtime(
             connect_timeout=settings.connect_timeout,
             replicas=settings.replicas,
             **runtime_options,
+            **settings.security,
         )
     from riverrun import RuntimeOptions
+    from riverrun.persistence import NatsSecurity, redact_url
 
     s3 = settings.s3
+    security = NatsSecurity.build(**settings.security)
 
     @contextlib.asynccontextmanager
     async def backend_with_s3(codec: Codec) -> AsyncIterator[Backend]:
@@ -87,6 +94,7 @@ def open_runtime(
                 codec=codec,
                 replicas=settings.replicas,
                 connect_timeout=settings.connect_timeout,
+                security=security,
             ) as backend,
             open_s3_stores(
                 s3.bucket,
@@ -102,6 +110,9 @@ def open_runtime(
         workflows=workflows,
         worker=worker,
         options=RuntimeOptions(namespace=settings.namespace),
-        description=f"nats {','.join(settings.servers)} + s3 {s3.bucket} ns={settings.namespace}",
+        description=(
+            f"nats {redact_url(','.join(settings.servers))} + s3 {s3.bucket} "
+            f"ns={settings.namespace}"
+        ),
         **runtime_options,
     )

@@ -186,7 +186,7 @@ def worker(
                     say(f"riverrun worker: metrics on {endpoint.url}")
                 say(
                     f"riverrun worker: hosting {len(workflows)} workflow(s) [{names}] "
-                    f"on {', '.join(settings.servers)}, namespace {settings.namespace!r}. "
+                    f"on {settings.where}, namespace {settings.namespace!r}. "
                     f"Ctrl-C to stop."
                 )
                 async with anyio.create_task_group() as tg:

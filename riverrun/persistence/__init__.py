@@ -11,6 +11,8 @@ from .._errors import (
     NatsServerError as NatsServerError,
     NotFoundInStore as NotFoundInStore,
     PersistenceError as PersistenceError,
+    StorePermissionDenied as StorePermissionDenied,
+    StoreTLSError as StoreTLSError,
     StoreUnavailable as StoreUnavailable,
 )
 from ._backend import Backend as Backend
@@ -39,6 +41,7 @@ from ._model import (
     Versioned as Versioned,
     WorkflowRun as WorkflowRun,
 )
+from ._nats_security import NatsSecurity as NatsSecurity
 from ._notes import (
     NOTES_KEPT as NOTES_KEPT,
     OperatorNote as OperatorNote,
@@ -55,6 +58,7 @@ from ._protocols import (
     SnapshotStore as SnapshotStore,
 )
 from ._quarantine import Quarantine as Quarantine, QuarantinedMessage as QuarantinedMessage
+from ._redact import redact_url as redact_url
 from ._s3 import (
     S3PayloadStore as S3PayloadStore,
     S3SnapshotStore as S3SnapshotStore,
@@ -81,6 +85,7 @@ __all__ = [
     "MemoryRunStore",
     "MemorySnapshotStore",
     "NOTES_KEPT",
+    "NatsSecurity",
     "NatsServerError",
     "NewEvent",
     "NotFoundInStore",
@@ -95,6 +100,8 @@ __all__ = [
     "S3PayloadStore",
     "S3SnapshotStore",
     "SnapshotStore",
+    "StorePermissionDenied",
+    "StoreTLSError",
     "StoreUnavailable",
     "StoredEvent",
     "SystemClock",
@@ -108,4 +115,5 @@ __all__ = [
     "open_memory_backend",
     "open_s3_stores",
     "read_notes",
+    "redact_url",
 ]

@@ -121,6 +121,9 @@ class EmbeddedNatsServer:
             (every 2 minutes: faster, but a host crash can lose acknowledged writes).
         binary: the nats-server executable; default: see ``find_nats_server``.
         startup_timeout: seconds to wait for the server to become healthy.
+        extra_config: more nats-server configuration, appended to the generated file (e.g.
+            a ``tls { ... }`` or ``authorization { ... }`` block). The monitoring port that
+            readiness is checked on stays plain HTTP.
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class EmbeddedNatsServer:
         sync_interval: str | None = "always",
         binary: str | os.PathLike[str] | None = None,
         startup_timeout: float = 10.0,
+        extra_config: str = "",
     ) -> None:
         if port is not None and not 0 < port < 65536:
             raise ValueError(f"port must be in 1..65535, got {port}")
@@ -143,6 +147,7 @@ class EmbeddedNatsServer:
         self._sync_interval = sync_interval
         self._binary_arg = binary
         self._startup_timeout = startup_timeout
+        self._extra_config = extra_config
         self._binary: Path | None = None
         self._version: tuple[int, int, int] | None = None
         self._data_dir: Path | None = None
@@ -349,6 +354,8 @@ class EmbeddedNatsServer:
             f'  store_dir: "{_escape(str(self._data_dir))}"{sync}\n'
             "}\n"
         )
+        if self._extra_config:
+            config += self._extra_config.rstrip("\n") + "\n"
         (self._work_dir / "nats-server.conf").write_text(config)
 
     def _launch(self) -> None:

@@ -23,14 +23,17 @@ from ._backend import Backend
 from ._clock import SystemClock
 from ._codec import Codec
 from ._jetstream_blobs import JetStreamPayloadStore, JetStreamSnapshotStore, open_object_bucket
-from ._jetstream_conn import JetStreamConnection, connect, translate_errors
+from ._jetstream_conn import JetStreamConnection, ServerErrors, translate_errors
+from ._jetstream_connect import connect
 from ._jetstream_events import JetStreamEventLog
 from ._jetstream_guard import guard_status_headers
 from ._jetstream_inbox import JetStreamInbox
 from ._jetstream_names import Names, check_namespace
 from ._jetstream_runs import JetStreamRunStore, open_kv_bucket
+from ._nats_security import NatsSecurity
 from ._protocols import Clock
 from ._quarantine import Quarantine
+from ._redact import redact_url
 
 __all__ = ["open_jetstream_backend"]
 
@@ -109,6 +112,7 @@ async def open_jetstream_backend(
     replicas: int = 1,
     connect_timeout: float = 5.0,
     request_timeout: float = 5.0,
+    security: NatsSecurity | None = None,
 ) -> AsyncIterator[Backend]:
     """Connect to NATS JetStream and open every store of ``namespace``.
 
@@ -124,6 +128,8 @@ async def open_jetstream_backend(
         replicas: stream and bucket replicas (3 on a production cluster).
         connect_timeout: seconds to wait for the first connection.
         request_timeout: seconds to wait for any one answer from the server.
+        security: credentials and TLS (``NatsSecurity.build(...)``); default: none, or
+            what the URLs carry (``nats://user:password@host``, never shown in messages).
 
     Yields:
         The ``Backend``; the connection is drained and closed when the block exits. After the
@@ -132,12 +138,18 @@ async def open_jetstream_backend(
 
     Raises:
         StoreUnavailable: no server answered within ``connect_timeout``.
+        StorePermissionDenied: the server refused the credentials, or this user may not
+            use a subject riverrun needs (the message names it).
+        StoreTLSError: the TLS handshake failed (untrusted server, no client certificate).
         IncompatibleStoreConfig: a stream or bucket exists with settings riverrun cannot use.
         ValueError: a bad argument.
     """
     urls = [servers] if isinstance(servers, str) else list(servers)
     if not urls or not all(isinstance(u, str) and u for u in urls):
-        raise ValueError(f"servers must be a NATS URL or a non-empty list of them, got {servers!r}")
+        raise ValueError(
+            "servers must be a NATS URL or a non-empty list of them, got "
+            f"{redact_url(repr(servers))}"
+        )
     names = Names(check_namespace(namespace))
     if replicas not in (1, 3, 5):
         raise ValueError(f"replicas must be 1, 3 or 5, got {replicas}")
@@ -145,18 +157,28 @@ async def open_jetstream_backend(
         raise ValueError("connect_timeout and request_timeout must be positive")
     codec = codec if codec is not None else Codec()
     clock = clock if clock is not None else SystemClock()
-    url = ", ".join(urls)
+    url = redact_url(", ".join(urls))
 
+    server_errors = ServerErrors(url)
     nc = None
-    with anyio.move_on_after(connect_timeout) as scope:
-        nc = await connect(urls, connect_timeout=connect_timeout, name=f"riverrun-{namespace}")
+    # connect() keeps its own deadline and says why it failed; this one is a backstop
+    with anyio.move_on_after(connect_timeout + 1.0) as scope:
+        nc = await connect(
+            urls,
+            connect_timeout=connect_timeout,
+            name=f"riverrun-{namespace}",
+            security=security,
+            server_errors=server_errors,
+        )
     if nc is None or scope.cancelled_caught:
         raise StoreUnavailable(
             f"cannot connect to NATS at {url}: no answer within {connect_timeout:g} s. Is "
             "nats-server running (with JetStream enabled) and reachable?"
         )
     try:
-        conn = JetStreamConnection(nc, url=url, request_timeout=request_timeout)
+        conn = JetStreamConnection(
+            nc, url=url, request_timeout=request_timeout, server_errors=server_errors
+        )
         backend = await _open_stores(conn, names, codec, clock, replicas)
         yield backend
     finally:
@@ -172,7 +194,7 @@ async def _open_stores(
     conn: JetStreamConnection, names: Names, codec: Codec, clock: Clock, replicas: int
 ) -> Backend:
     guard_status_headers(conn.nc)  # a foreign Status header must not deafen the inbox watch
-    with translate_errors(conn.url, f"open namespace {names.namespace!r}"):
+    with translate_errors(conn, f"open namespace {names.namespace!r}"):
         config, required = _events_stream(names, replicas)
         await conn.ensure_stream(config, required=required, what="events")
         config, required = _inbox_stream(names, replicas)

@@ -30,7 +30,7 @@ async def open_object_bucket(
     conn: JetStreamConnection, bucket: str, *, replicas: int, what: str
 ) -> ObjectStore:
     """Create the object bucket, or open it after checking its replicas."""
-    with translate_errors(conn.url, f"open the {what} bucket {bucket}"):
+    with translate_errors(conn, f"open the {what} bucket {bucket}"):
         try:
             store = await conn.js.object_store(bucket)
         except nats.js.errors.BucketNotFoundError:
@@ -77,7 +77,7 @@ class JetStreamPayloadStore:
         """Store ``data`` and return ``sha256:<hex>``; storing the same bytes again is free."""
         ref = await payload_ref_async(data)
         name = ref.removeprefix("sha256:")
-        with translate_errors(self._conn.url, f"store payload {ref}"):
+        with translate_errors(self._conn, f"store payload {ref}"):
             self._conn.check_connected(f"store payload {ref}")
             if not await _exists(self._store, name):
                 await self._store.put(name, data)
@@ -86,7 +86,7 @@ class JetStreamPayloadStore:
     async def get(self, ref: str) -> bytes:
         """The payload's bytes. Raises ``NotFoundInStore`` for an unknown reference."""
         name = check_payload_ref(ref)
-        with translate_errors(self._conn.url, f"read payload {ref}"):
+        with translate_errors(self._conn, f"read payload {ref}"):
             self._conn.check_connected(f"read payload {ref}")
             try:
                 return await _read(self._store, name)
@@ -101,7 +101,7 @@ class JetStreamPayloadStore:
             name = check_payload_ref(ref)
         except NotFoundInStore:
             return
-        with translate_errors(self._conn.url, f"delete payload {ref}"):
+        with translate_errors(self._conn, f"delete payload {ref}"):
             self._conn.check_connected(f"delete payload {ref}")
             with contextlib.suppress(*_NOT_FOUND):
                 await self._store.delete(name)
@@ -111,7 +111,7 @@ class JetStreamPayloadStore:
             name = check_payload_ref(ref)
         except NotFoundInStore:
             return False
-        with translate_errors(self._conn.url, f"look up payload {ref}"):
+        with translate_errors(self._conn, f"look up payload {ref}"):
             self._conn.check_connected(f"look up payload {ref}")
             return await _exists(self._store, name)
 
@@ -129,13 +129,13 @@ class JetStreamSnapshotStore:
 
     async def put(self, key: str, data: bytes) -> None:
         """Store (or replace) the snapshot ``key``."""
-        with translate_errors(self._conn.url, f"store snapshot {key!r}"):
+        with translate_errors(self._conn, f"store snapshot {key!r}"):
             self._conn.check_connected(f"store snapshot {key!r}")
             await self._store.put(key, data)
 
     async def get(self, key: str) -> bytes | None:
         """The snapshot, or ``None``."""
-        with translate_errors(self._conn.url, f"read snapshot {key!r}"):
+        with translate_errors(self._conn, f"read snapshot {key!r}"):
             self._conn.check_connected(f"read snapshot {key!r}")
             try:
                 return await _read(self._store, key)
@@ -144,7 +144,7 @@ class JetStreamSnapshotStore:
 
     async def delete(self, key: str) -> None:
         """Remove the snapshot (nothing happens if there is none)."""
-        with translate_errors(self._conn.url, f"delete snapshot {key!r}"):
+        with translate_errors(self._conn, f"delete snapshot {key!r}"):
             self._conn.check_connected(f"delete snapshot {key!r}")
             with contextlib.suppress(*_NOT_FOUND):
                 await self._store.delete(key)

@@ -6,6 +6,12 @@ raw subscriptions instead of ``js.publish`` / ``js.get_msg``: one request, the J
 once, no dataclass on the way. Failing fast matters as much as speed: while the client is
 disconnected a request is refused at once with ``StoreUnavailable`` instead of sitting in the
 reconnect buffer until its timeout (and then maybe being delivered later, unseen).
+
+Permission errors: the server answers a publish or subscribe that the user may not make with
+an ``-ERR 'Permissions Violation ...'`` line, which nats-py hands to the error callback only;
+the request itself just times out. :class:`ServerErrors` records those lines per connection,
+and :func:`translate_errors` turns a timeout that follows one into ``StorePermissionDenied``
+(naming the subject) instead of a retryable ``StoreUnavailable``. Every URL shown is redacted.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +33,13 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from .._errors import IncompatibleStoreConfig, PersistenceError, StoreUnavailable
+from .._errors import (
+    IncompatibleStoreConfig,
+    PersistenceError,
+    StorePermissionDenied,
+    StoreUnavailable,
+)
+from ._redact import redact_url
 
 __all__ = [
     "ERR_BATCH_DUPLICATE_MSG_ID",
@@ -34,7 +47,7 @@ __all__ = [
     "ERR_WRONG_LAST_SEQUENCE_CONST",
     "JetStreamConnection",
     "JsApiError",
-    "connect",
+    "ServerErrors",
     "translate_errors",
 ]
 
@@ -46,6 +59,10 @@ ERR_WRONG_LAST_SEQUENCE: Final = 10071
 ERR_WRONG_LAST_SEQUENCE_CONST: Final = 10164
 #: an atomic batch carried a ``Nats-Msg-Id`` that the stream has already seen
 ERR_BATCH_DUPLICATE_MSG_ID: Final = 10201
+#: JSNotEnabledForAccountErr: the user's account has no JetStream
+ERR_JS_NOT_ENABLED_FOR_ACCOUNT: Final = 10039
+
+_VIOLATION = re.compile(r"permissions violation for (\w+) to \"?([^\"]*)\"?", re.IGNORECASE)
 
 _UNAVAILABLE: Final = (
     nats.errors.TimeoutError,
@@ -73,49 +90,131 @@ class JsApiError(Exception):
         self.description = description
 
 
+class ServerErrors:
+    """The errors the server reports on a connection without closing it (permission
+    violations), kept so that a request that timed out can be told apart from a refused one."""
+
+    def __init__(self, where: str = "") -> None:
+        #: the server URL(s), redacted (they name the user, which helps with permissions)
+        self.where = redact_url(where)
+        #: how many permission violations the server reported so far
+        self.violations = 0
+        # the latest ones, numbered: (number, operation, subject)
+        self._recent: deque[tuple[int, str, str]] = deque(maxlen=32)
+        self._logged: set[tuple[str, str]] = set()
+
+    def record(self, exc: BaseException) -> None:
+        match = _VIOLATION.search(str(exc))
+        if match is None:
+            return
+        operation, subject = match.group(1).lower(), match.group(2)
+        self.violations += 1
+        self._recent.append((self.violations, operation, subject))
+        if (operation, subject) not in self._logged and len(self._logged) < 1000:
+            self._logged.add((operation, subject))
+            _log.error(
+                "NATS at %s refused to let this user %s %r (permissions violation; nats-py "
+                "reports subjects in lower case); give the user that permission in the "
+                "server's authorization config (docs/deployment.md, least-privilege users)",
+                self.where or "?",
+                operation,
+                subject,
+            )
+
+    def denied_since(self, count: int) -> tuple[str, str] | None:
+        """The first violation reported after the first ``count`` ones (the cause; later
+        ones may come from nats-py cleaning up after it), or ``None``."""
+        for number, operation, subject in self._recent:
+            if number > count:
+                return operation, subject
+        return None
+
+
+def _permission_denied(what: str, url: str, violation: tuple[str, str]) -> StorePermissionDenied:
+    operation, subject = violation
+    return StorePermissionDenied(
+        f"{what}: NATS at {url} refused to let this user {operation} {subject!r} (permissions "
+        "violation). Retrying will not help: give the user that permission in the server's "
+        "authorization config (docs/deployment.md has least-privilege templates), or connect "
+        "as a user that has it",
+        subject=subject,
+    )
+
+
 @contextmanager
-def translate_errors(url: str, what: str) -> Iterator[None]:
-    """Turn nats errors raised inside the block into riverrun errors (``raise ... from``)."""
+def translate_errors(where: JetStreamConnection | str, what: str) -> Iterator[None]:
+    """Turn nats errors raised inside the block into riverrun errors (``raise ... from``).
+
+    ``where`` is the connection (or, for messages only, its URL): with the connection, a
+    timeout that follows a permission violation becomes ``StorePermissionDenied``.
+    """
+    if isinstance(where, JetStreamConnection):
+        url, server_errors = where.url, where.server_errors
+    else:
+        url, server_errors = redact_url(where), None
+    seen = server_errors.violations if server_errors is not None else 0
     try:
         yield
     except PersistenceError:
         raise
     except (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError) as exc:
+        if getattr(exc, "err_code", None) == ERR_JS_NOT_ENABLED_FOR_ACCOUNT:
+            _raise_api_error(what, url, 503, ERR_JS_NOT_ENABLED_FOR_ACCOUNT, str(exc), exc)
         raise StoreUnavailable(
             f"{what}: no JetStream answered at {url} ({type(exc).__name__}); is JetStream "
             "enabled on that server (`nats-server -js`) and is it up? Retry later"
         ) from exc
     except _UNAVAILABLE as exc:
+        violation = server_errors.denied_since(seen) if server_errors is not None else None
+        if violation is not None:
+            raise _permission_denied(what, url, violation) from exc
         raise StoreUnavailable(
             f"{what}: NATS at {url} did not answer ({type(exc).__name__}); the store is "
             "unreachable or restarting — retry later"
         ) from exc
     except nats.js.errors.APIError as exc:
-        if exc.code == 503:
-            raise StoreUnavailable(
-                f"{what}: JetStream at {url} is temporarily unavailable ({exc.description}); "
-                "retry later"
-            ) from exc
-        raise PersistenceError(f"{what}: JetStream refused it: {exc.description}") from exc
+        _raise_api_error(what, url, exc.code, exc.err_code, exc.description, exc)
     except JsApiError as exc:
-        if exc.code == 503:
-            raise StoreUnavailable(
-                f"{what}: JetStream at {url} is temporarily unavailable ({exc.description}); "
-                "retry later"
-            ) from exc
-        raise PersistenceError(f"{what}: JetStream refused it: {exc}") from exc
+        _raise_api_error(what, url, exc.code, exc.err_code, exc.description, exc)
     except nats.errors.Error as exc:
-        raise PersistenceError(f"{what}: NATS error: {exc!r}") from exc
+        raise PersistenceError(f"{what}: NATS error: {redact_url(repr(exc))}") from exc
+
+
+def _raise_api_error(
+    what: str, url: str, code: int | None, err_code: int | None, description: str | None,
+    exc: Exception,
+) -> None:
+    if err_code == ERR_JS_NOT_ENABLED_FOR_ACCOUNT:
+        raise StorePermissionDenied(
+            f"{what}: JetStream at {url} is not enabled for this user's account "
+            f"({description}); enable it in the account's config (`jetstream: enabled`, or "
+            "JetStream limits in the account JWT)"
+        ) from exc
+    if code == 503:
+        raise StoreUnavailable(
+            f"{what}: JetStream at {url} is temporarily unavailable ({description}); "
+            "retry later"
+        ) from exc
+    raise PersistenceError(f"{what}: JetStream refused it: {description or exc}") from exc
 
 
 class JetStreamConnection:
     """One NATS connection plus the low-level requests the stores need."""
 
-    def __init__(self, nc: NatsClient, *, url: str, request_timeout: float) -> None:
+    def __init__(
+        self,
+        nc: NatsClient,
+        *,
+        url: str,
+        request_timeout: float,
+        server_errors: ServerErrors | None = None,
+    ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=request_timeout)
-        self.url = url
+        #: the server URL(s), secrets redacted: safe for messages
+        self.url = redact_url(url)
         self.timeout = request_timeout
+        self.server_errors = server_errors if server_errors is not None else ServerErrors()
 
     def __repr__(self) -> str:
         state = "connected" if self.nc.is_connected else "disconnected"
@@ -294,35 +393,3 @@ class JetStreamConnection:
                 f"{config.name}`, losing its data), fix it with `nats stream edit`, or use "
                 "another namespace."
             )
-
-
-async def connect(servers: list[str], *, connect_timeout: float, name: str) -> NatsClient:
-    """Connect, trying every server once or twice within ``connect_timeout``; afterwards the
-    client reconnects forever (a restarting server is an outage, not the end)."""
-    errors: deque[str] = deque(maxlen=4)
-
-    async def on_error(exc: Exception) -> None:
-        # nats-py reports connection trouble here; the default callback logs at ERROR.
-        errors.append(f"{type(exc).__name__}: {exc}")
-        _log.debug("NATS connection error: %r", exc)
-
-    try:
-        nc = await nats.connect(
-            servers,
-            name=name,
-            connect_timeout=max(1, int(connect_timeout)),
-            reconnect_time_wait=0.25,  # seconds; a float works
-            max_reconnect_attempts=1,
-            error_cb=on_error,
-            allow_reconnect=True,
-            skip_subject_validation=True,  # our subjects are built from escaped tokens
-        )
-    except Exception as exc:
-        detail = errors[-1] if errors else f"{type(exc).__name__}: {exc}"
-        raise StoreUnavailable(
-            f"cannot connect to NATS at {', '.join(servers)}: {detail}. Is nats-server running "
-            "(with JetStream enabled) and reachable?"
-        ) from exc
-    # From now on, outages are waited out: reconnect forever, in the background.
-    nc.options["max_reconnect_attempts"] = -1
-    return nc

@@ -123,7 +123,7 @@ class JetStreamEventLog:
         run = self._run(key)
         body = self._encode(key, event)
         msg_id = run.id_prefix + idempotency_id
-        with translate_errors(self._conn.url, f"append to run {key.workflow_id}/{key.run_id}"):
+        with translate_errors(self._conn, f"append to run {key.workflow_id}/{key.run_id}"):
             for attempt in range(1, _FOREIGN_RETRIES + 1):
                 if run.seq != expected_last and not (run.seq is None and expected_last == 0):
                     await self._refresh(run)
@@ -170,7 +170,7 @@ class JetStreamEventLog:
         runs = [self._run(a.key) for a in appends]
         bodies = [self._encode(a.key, a.event) for a in appends]
         msg_ids = [run.id_prefix + a.idempotency_id for run, a in zip(runs, appends, strict=True)]
-        with translate_errors(self._conn.url, "atomic append"):
+        with translate_errors(self._conn, "atomic append"):
             # Know each run's tail: the first append of a run carries the fence.
             first_of: dict[RunKey, int] = {}
             for index, (a, run) in enumerate(zip(appends, runs, strict=True)):
@@ -295,7 +295,7 @@ class JetStreamEventLog:
         remaining: int | None = None  # messages left up to the tail seen by the first batch
         while remaining is None or remaining > 0:
             batch = _READ_BATCH if remaining is None else min(_READ_BATCH, remaining)
-            with translate_errors(self._conn.url, what):
+            with translate_errors(self._conn, what):
                 msgs, pending = await self._conn.direct_batch(
                     self._stream, run.subject, start_seq=start, batch=batch
                 )
@@ -351,7 +351,7 @@ class JetStreamEventLog:
     async def last_sequence(self, key: RunKey) -> int:
         """The run's last sequence; 0 if it has no events."""
         run = self._run(key)
-        with translate_errors(self._conn.url, f"read run {key.workflow_id}/{key.run_id}"):
+        with translate_errors(self._conn, f"read run {key.workflow_id}/{key.run_id}"):
             await self._refresh(run)
         return run.seq or 0
 
@@ -362,7 +362,7 @@ class JetStreamEventLog:
         if keep_last < 0:
             raise ValueError(f"keep_last must be >= 0, got {keep_last}")
         run = self._run(key)
-        with translate_errors(self._conn.url, f"truncate run {key.workflow_id}/{key.run_id}"):
+        with translate_errors(self._conn, f"truncate run {key.workflow_id}/{key.run_id}"):
             if keep_last > 0:
                 # purge below the first kept event (not `keep=`: a foreign message at the tail
                 # would count as one of the kept and cost a real event)
@@ -394,7 +394,7 @@ class JetStreamEventLog:
     async def delete(self, key: RunKey) -> None:
         """Remove every event of the run (its numbering starts again at 1)."""
         run = self._run(key)
-        with translate_errors(self._conn.url, f"delete run {key.workflow_id}/{key.run_id}"):
+        with translate_errors(self._conn, f"delete run {key.workflow_id}/{key.run_id}"):
             await self._conn.purge(self._stream, subject=run.subject)
         self._runs.pop(key, None)
 

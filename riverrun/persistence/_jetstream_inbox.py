@@ -79,7 +79,7 @@ class JetStreamInbox:
         if idempotency_id is not None:
             headers[HDR_MSG_ID] = f"{escape_token(workflow_id)}:{idempotency_id}"
         subject = self._names.inbox_subject(workflow_id)
-        with translate_errors(self._conn.url, f"send {kind} to {workflow_id}"):
+        with translate_errors(self._conn, f"send {kind} to {workflow_id}"):
             ack = await self._conn.publish(subject, body, headers)
         return int(ack["seq"])
 
@@ -94,7 +94,7 @@ class JetStreamInbox:
         start = after + 1
         while limit is None or len(out) < limit:
             batch = _READ_BATCH if limit is None else min(_READ_BATCH, limit - len(out))
-            with translate_errors(self._conn.url, f"read the inbox of {workflow_id}"):
+            with translate_errors(self._conn, f"read the inbox of {workflow_id}"):
                 msgs, pending = await self._conn.direct_batch(
                     self._stream, subject, start_seq=start, batch=batch
                 )
@@ -148,13 +148,13 @@ class JetStreamInbox:
             HDR_TIMESTAMP: at.isoformat(),
         }
         subject = self._names.schedule_subject(workflow_id, timer_id)
-        with translate_errors(self._conn.url, f"schedule timer {timer_id} of {workflow_id}"):
+        with translate_errors(self._conn, f"schedule timer {timer_id} of {workflow_id}"):
             await self._conn.publish(subject, body, headers)
 
     async def cancel_schedule(self, workflow_id: str, timer_id: str) -> None:
         """Drop a pending schedule (nothing happens if it fired or never existed)."""
         subject = self._names.schedule_subject(workflow_id, timer_id)
-        with translate_errors(self._conn.url, f"cancel timer {timer_id} of {workflow_id}"):
+        with translate_errors(self._conn, f"cancel timer {timer_id} of {workflow_id}"):
             await self._conn.purge(self._stream, subject=subject)
 
     @asynccontextmanager
@@ -162,7 +162,7 @@ class JetStreamInbox:
         """Every message sent (or fired) to any workflow after entering, from one shared
         ordered consumer. At-least-once and a hint: read with ``read(after=)`` to fill gaps.
         """
-        with translate_errors(self._conn.url, "watch the inboxes"):
+        with translate_errors(self._conn, "watch the inboxes"):
             self._conn.check_connected("watch the inboxes")
             sub = await self._conn.js.subscribe(
                 self._names.inbox_filter,
@@ -213,7 +213,7 @@ class JetStreamInbox:
         if up_to <= 0:
             return
         subject = self._names.inbox_subject(workflow_id)
-        with translate_errors(self._conn.url, f"purge the inbox of {workflow_id}"):
+        with translate_errors(self._conn, f"purge the inbox of {workflow_id}"):
             await self._conn.purge(self._stream, subject=subject, seq=up_to + 1)
 
     def _decode(

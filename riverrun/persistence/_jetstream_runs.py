@@ -40,7 +40,7 @@ async def open_kv_bucket(
 ) -> KeyValue:
     """Create the bucket, or open it after checking its settings (history 1, direct gets,
     rollups, our replicas)."""
-    with translate_errors(conn.url, f"open the {what} bucket {bucket}"):
+    with translate_errors(conn, f"open the {what} bucket {bucket}"):
         try:
             kv = await conn.js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
@@ -129,7 +129,7 @@ class JetStreamRunStore:
         stream, filter_subject = f"KV_{self._names.runs_bucket}", f"$KV.{self._names.runs_bucket}.>"
         start = 1
         while True:
-            with translate_errors(self._conn.url, "list run records"):
+            with translate_errors(self._conn, "list run records"):
                 msgs, pending = await self._conn.direct_batch(
                     stream, filter_subject, start_seq=start, batch=_LIST_BATCH
                 )
@@ -191,7 +191,7 @@ class JetStreamRunStore:
             raise ValueError(f"lease ttl must be positive, got {ttl}")
         key = escape_token(workflow_id)
         what = f"lease of {workflow_id}"
-        with translate_errors(self._conn.url, what):
+        with translate_errors(self._conn, what):
             held = await self._get_raw(self._leases, key)
             now = self._clock.now()
             if held is not None:
@@ -214,7 +214,7 @@ class JetStreamRunStore:
     async def release_lease(self, lease: Lease) -> None:
         """Give the lease up, unless it was taken over (its revision changed) meanwhile."""
         key = escape_token(lease.workflow_id)
-        with translate_errors(self._conn.url, f"release the lease of {lease.workflow_id}"):
+        with translate_errors(self._conn, f"release the lease of {lease.workflow_id}"):
             try:
                 await self._leases.delete(key, last=lease.revision)
             except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
@@ -233,7 +233,7 @@ class JetStreamRunStore:
         return (entry.value or b""), int(entry.revision or 0)
 
     async def _get(self, kv: KeyValue, ident: str, cls: type[T], what: str) -> Versioned[T] | None:
-        with translate_errors(self._conn.url, f"read {what}"):
+        with translate_errors(self._conn, f"read {what}"):
             raw = await self._get_raw(kv, escape_token(ident))
         if raw is None:
             return None
@@ -253,7 +253,7 @@ class JetStreamRunStore:
     ) -> int:
         data = self._codec.dumps(value, what=what)
         key = escape_token(ident)
-        with translate_errors(self._conn.url, f"write {what}"):
+        with translate_errors(self._conn, f"write {what}"):
             try:
                 if expected_revision is None:
                     return int(await kv.create(key, data))
@@ -269,5 +269,5 @@ class JetStreamRunStore:
                 ) from exc
 
     async def _purge(self, kv: KeyValue, ident: str, what: str) -> None:
-        with translate_errors(self._conn.url, what):
+        with translate_errors(self._conn, what):
             await kv.purge(escape_token(ident))

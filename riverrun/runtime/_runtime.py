@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar, Token
 from types import TracebackType
@@ -19,7 +20,7 @@ from anyio.abc import TaskGroup
 
 from .._errors import RuntimeClosed
 from ..actors import ActorSystem
-from ..persistence import Backend, Clock
+from ..persistence import Backend, Clock, NatsSecurity, redact_url
 from ..persistence._codec import Codec
 from ._client import Client
 from ._definitions import WorkflowRegistry
@@ -87,11 +88,12 @@ class Runtime:
         self._client: Client | None = None
         self._worker: Worker | None = None
         self._token: Token[Runtime | None] | None = None
+        #: the server URL(s), without any secret they carry (set once known)
         self.url: str | None = None
 
     def __repr__(self) -> str:
         worker = self._worker.statistics() if self._worker else None
-        return f"<Runtime {self._description} state={self._state} worker={worker}>"
+        return f"<Runtime {redact_url(self._description)} state={self._state} worker={worker}>"
 
     # -- constructors ----------------------------------------------------------------------
 
@@ -122,17 +124,60 @@ class Runtime:
         worker: bool | None = None,
         connect_timeout: float = 5.0,
         replicas: int = 1,
+        user_credentials: str | os.PathLike[str] | None = None,
+        nkeys_seed: str | os.PathLike[str] | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        tls: ssl.SSLContext | bool | None = None,
+        tls_ca_file: str | os.PathLike[str] | None = None,
+        tls_cert_file: str | os.PathLike[str] | None = None,
+        tls_key_file: str | os.PathLike[str] | None = None,
+        tls_hostname: str | None = None,
+        inbox_prefix: str | None = None,
         **opts: Any,
     ) -> Runtime:
         """A runtime on an existing NATS server or cluster (JetStream enabled).
+
+        Credentials and TLS follow nats-py's names; give at most one way of authenticating
+        (or none, or put ``user:password@`` / ``token@`` in the URLs). Secrets never appear in
+        ``repr``, ``rt.url`` or error messages.
 
         Args:
             servers: NATS URL(s); default ``$RIVERRUN_SERVERS`` or ``nats://127.0.0.1:4222``.
             worker: host the given workflows here (default: when ``workflows`` are given).
             replicas: stream replicas; use 3 on a cluster.
+            user_credentials: path of a ``.creds`` file (JWT + nkey seed, from ``nsc``).
+            nkeys_seed: path of a file holding an nkey seed, or the seed itself (``SU...``).
+            user, password: user/password authentication.
+            token: token authentication.
+            tls: an ``ssl.SSLContext``, or ``True`` for TLS checked against the system's CAs.
+            tls_ca_file: PEM file of the CA that signed the server's certificate.
+            tls_cert_file, tls_key_file: client certificate and key (PEM), for servers that
+                verify clients.
+            tls_hostname: the name the server's certificate is checked against.
+            inbox_prefix: prefix of reply subjects (default ``_INBOX``); one per user keeps
+                users from reading each other's replies (see docs/deployment.md).
+
+        Raises:
+            ValueError: contradicting options, or a file that is missing or not what it
+                should be (checked here, before anything connects).
         """
         from ..persistence import open_jetstream_backend
 
+        security = NatsSecurity.build(
+            user_credentials=user_credentials,
+            nkeys_seed=nkeys_seed,
+            user=user,
+            password=password,
+            token=token,
+            tls=tls,
+            tls_ca_file=tls_ca_file,
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
+            tls_hostname=tls_hostname,
+            inbox_prefix=inbox_prefix,
+        )
         servers = servers or os.environ.get("RIVERRUN_SERVERS", "nats://127.0.0.1:4222")
         workflows = list(workflows)
 
@@ -143,16 +188,18 @@ class Runtime:
                 codec=codec,
                 replicas=replicas,
                 connect_timeout=connect_timeout,
+                security=security,
             )
 
+        where = redact_url(servers if isinstance(servers, str) else ",".join(servers))
         runtime = cls(
             factory,
             workflows=workflows,
             worker=bool(workflows) if worker is None else worker,
-            description=f"nats {servers} ns={namespace}",
+            description=f"nats {where} ns={namespace}",
             **_split(opts, namespace=namespace),
         )
-        runtime.url = servers if isinstance(servers, str) else ",".join(servers)
+        runtime.url = where
         return runtime
 
     @classmethod
