@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import anyio
 import attrs
 
-from .._errors import ConcurrencyConflict, StoreUnavailable
+from .._errors import ConcurrencyConflict, StorePermissionDenied, StoreUnavailable
 
 if TYPE_CHECKING:
     from ._machine import WorkflowMachine
@@ -100,7 +100,14 @@ def log_close_error(machine: WorkflowMachine, exc: BaseException) -> None:
 
 
 def is_infrastructure(exc: BaseException) -> bool:
-    """Faults that may go away by themselves: retried with backoff, never parked."""
+    """Faults that may go away by themselves: retried with backoff, never parked.
+
+    A permission the server refuses is not one of them (it is a ``PermissionError``, an
+    ``OSError``): it fails the same way until an operator changes the user's permissions, so
+    it parks like any deterministic fault, naming the subject refused.
+    """
+    if isinstance(exc, StorePermissionDenied):
+        return False
     return isinstance(exc, StoreUnavailable | ConcurrencyConflict | OSError | TimeoutError)
 
 

@@ -26,6 +26,7 @@ from riverrun import (
     wait_for_signal,
     workflow,
 )
+from riverrun._errors import StorePermissionDenied
 from riverrun.persistence import NewEvent, RunKey, StoredEvent, StoreUnavailable
 from riverrun.testing import wait_until
 
@@ -391,3 +392,31 @@ async def test_an_infrastructure_fault_never_parks(
         stats = worker.statistics()
     assert outage["left"] == 0
     assert stats.parked == 0 and stats.restarts >= 6
+
+
+async def test_a_refused_permission_parks_instead_of_retrying_for_ever(
+    make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a user who may not read the run's subject fails the same way every time: only an
+    # operator can fix it, so the workflow parks (naming the subject) rather than looping
+    async with make_runtime(
+        workflows=[healthy], restart_backoff=0.0, park_after_failures=3
+    ) as rt:
+        worker = rt.worker
+        assert worker is not None
+        events = rt.backend.events
+
+        def refused(key: RunKey, *, after: int = 0) -> AsyncIterator[StoredEvent]:
+            raise StorePermissionDenied(
+                "permissions violation (test)", subject=f"rr.x.ev.{key.workflow_id}"
+            )
+
+        monkeypatch.setattr(events, "stream", refused)
+        handle = await rt.client.start(healthy, 4, workflow_id="perm-denied")
+        async def parked() -> bool:
+            return "perm-denied" in worker.parked
+
+        await wait_until(parked, timeout=30)
+        assert "permissions violation" in worker.parked["perm-denied"]
+        assert 1 == worker.statistics().parked
+        assert "perm-denied" == handle.workflow_id
