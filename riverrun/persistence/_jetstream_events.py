@@ -441,20 +441,18 @@ class JetStreamEventLog:
             if self._ours(run, last) is not None:
                 return int((last.headers or {})["Nats-Sequence"])
         kept: deque[int] = deque(maxlen=n)
-        start = 1
-        while True:
-            msgs, pending = await self._conn.direct_batch(
-                self._stream, run.subject, start_seq=start, batch=_READ_BATCH
-            )
-            for msg in msgs:
-                if self._ours(run, msg) is not None:
-                    kept.append(int((msg.headers or {})["Nats-Sequence"]))
-            if not msgs or pending == 0:
-                return kept[0] if len(kept) == n else None
-            start = int(msgs[-1].headers["Nats-Sequence"]) + 1  # type: ignore[index]
+        async for msg in self._ours_on_subject(run):
+            kept.append(int((msg.headers or {})["Nats-Sequence"]))
+        return kept[0] if len(kept) == n else None
 
     async def _last_of_ours(self, run: _Run) -> Msg | None:
         last: Msg | None = None
+        async for msg in self._ours_on_subject(run):
+            last = msg
+        return last
+
+    async def _ours_on_subject(self, run: _Run) -> AsyncIterator[Msg]:
+        """riverrun's messages on the run's subject, first to last (foreign ones left out)."""
         start = 1
         while True:
             msgs, pending = await self._conn.direct_batch(
@@ -462,9 +460,9 @@ class JetStreamEventLog:
             )
             for msg in msgs:
                 if self._ours(run, msg) is not None:
-                    last = msg
+                    yield msg
             if not msgs or pending == 0:
-                return last
+                return
             start = int(msgs[-1].headers["Nats-Sequence"]) + 1  # type: ignore[index]
 
     def _resolve(self, key: RunKey, run: _Run, expected_last: int, msg_id: str) -> int:
