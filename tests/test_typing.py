@@ -11,7 +11,6 @@ import os
 import site
 import subprocess
 import sys
-import textwrap
 import venv
 from pathlib import Path
 
