@@ -59,6 +59,7 @@ from ._logcontext import (
     step_attempt,
 )
 from ._machine import Cancelled, Completed, ContinuedAsNew, Failed, Outcome, WorkflowMachine
+from ._patching import marker_data, replay_order
 from ._quarantine import note_quarantined, quarantine_record, unusable
 from ._step_errors import bounded_message, error_details, error_message
 
@@ -250,7 +251,8 @@ class WorkflowInstance:
         machine = self._new_machine(run_id)
         assert self.key is not None
         machine.replaying = True
-        async for event in self.services.backend.events.stream(self.key):
+        events = self.services.backend.events.stream(self.key)
+        async for event in replay_order(events, machine.patches):
             await self._apply(machine, event)
         machine.replaying = False
         await self._note_quarantined()  # foreign messages the replay skipped, if any
@@ -300,6 +302,8 @@ class WorkflowInstance:
         event through ``_materialize``, as on replay, before anything is written: an event
         whose references cannot be resolved is never recorded.
         """
+        if type_ != EventType.WORKFLOW_PATCHED:
+            await self._record_patches(machine)  # a marker precedes what its decision led to
         services = self.services
         assert self.key is not None
         sequence = machine.last_sequence + 1
@@ -320,6 +324,10 @@ class WorkflowInstance:
         log_recorded(machine, type_, data)
         self._obs.recorded(machine, type_.value, data)
 
+    async def _record_patches(self, machine: WorkflowMachine) -> None:
+        for patch_id in machine.patches.take_unrecorded():
+            await self._record(machine, EventType.WORKFLOW_PATCHED, marker_data(patch_id))
+
     # -- driving ---------------------------------------------------------------------------
 
     async def _resume_pending(self, machine: WorkflowMachine) -> None:
@@ -337,6 +345,7 @@ class WorkflowInstance:
 
     async def _drive(self, machine: WorkflowMachine) -> Outcome:
         while True:
+            await self._record_patches(machine)
             await self._consume_inbox(machine)
             while machine.retired_timers:
                 await self.services.backend.inbox.cancel_schedule(
