@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -25,7 +26,8 @@ from riverrun import (
     wait_for_signal,
     workflow,
 )
-from riverrun.persistence import open_memory_backend
+from riverrun.persistence import RunKey, StoredEvent, open_memory_backend
+from riverrun.runtime._patching import PatchState, replay_order
 from riverrun.testing import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -197,3 +199,37 @@ def test_outside_a_workflow_they_raise_runtime_error() -> None:
         deprecate_patch("x")
     with pytest.raises(ValueError, match="non-empty string"):
         patched("")
+
+
+async def _history(*types: str) -> AsyncIterator[StoredEvent]:
+    key = RunKey(workflow_id="w", run_id="r")
+    for seq, type_ in enumerate(types, 1):
+        data = {"patch_id": "x"} if type_ == "workflow.patched" else {}
+        yield StoredEvent(
+            key=key, sequence=seq, type=type_, timestamp=datetime.now(UTC), data=data
+        )
+
+
+async def test_replay_decides_by_the_markers_that_follow_each_event() -> None:
+    # a crash after the marker was written, before the step it led to: the history ends
+    # with the marker, which the replayed decision consumes (it is not recorded twice)
+    state = PatchState()
+    seen = []
+    async for event in replay_order(
+        _history("workflow.started", "step.completed", "workflow.patched"), state
+    ):
+        if event.type == "workflow.started":
+            seen.append(("z", state.decide("z")))  # more history follows, no marker: old path
+        elif event.type == "step.completed":
+            seen.append(("x", state.decide("x")))  # its marker follows
+            seen.append(("y", state.decide("y")))  # past the end of history: live
+        else:
+            state.applied(event.data, event.sequence)
+    assert [("z", False), ("x", True), ("y", True)] == seen
+    assert ["y"] == state.take_unrecorded()
+    # a crash before the marker was written: the decision is taken again, live
+    state = PatchState()
+    async for event in replay_order(_history("workflow.started", "step.completed"), state):
+        if event.type == "step.completed":
+            assert state.decide("x")
+    assert ["x"] == state.take_unrecorded()
