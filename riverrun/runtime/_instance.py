@@ -62,6 +62,7 @@ from ._machine import Cancelled, Completed, ContinuedAsNew, Failed, Outcome, Wor
 from ._patching import marker_data, replay_order
 from ._quarantine import note_quarantined, quarantine_record, unusable
 from ._step_errors import bounded_message, error_details, error_message
+from ._versions import pin_version, record_version
 
 if TYPE_CHECKING:
     from ._services import Services
@@ -250,6 +251,7 @@ class WorkflowInstance:
     async def _load(self, run_id: str) -> WorkflowMachine:
         machine = self._new_machine(run_id)
         assert self.key is not None
+        pinned = await pin_version(self.services, machine)
         machine.replaying = True
         events = self.services.backend.events.stream(self.key)
         async for event in replay_order(events, machine.patches):
@@ -261,6 +263,7 @@ class WorkflowInstance:
                 f"run {self.workflow_id}/{run_id} has no workflow.started event; "
                 "its history is missing or was deleted"
             )
+        await record_version(self.services, machine, pinned)
         return machine
 
     async def _apply(self, machine: WorkflowMachine, event: StoredEvent) -> None:
@@ -750,6 +753,7 @@ class WorkflowInstance:
             created_at=now,
             parent_run_id=parent.get("run_id"),
             parent_workflow_id=parent.get("workflow_id"),
+            version=getattr(machine.outcome, "version", None) or machine.definition.version,
         )
 
         async def create_new_run() -> None:
