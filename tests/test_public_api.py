@@ -36,9 +36,11 @@ FROZEN = [
     "configure_logging",
     "continue_as_new",
     "continue_as_new_versioned",
+    "deprecate_patch",
     "execute_child",
     "get_workflow_chain",
     "info",
+    "patched",
     "sleep",
     "start_child",
     "step",
@@ -73,7 +75,9 @@ def test_enum_values_are_the_design_strings() -> None:
         "continued_as_new",
     ] == [s.value for s in riverrun.RunStatus]
     assert "workflow.continued_as_new" == riverrun.EventType.WORKFLOW_CONTINUED_AS_NEW.value
-    assert 17 == len(riverrun.EventType)
+    # the seventeen DESIGN.md fixes, then the ones added since (values never change)
+    assert 18 == len(riverrun.EventType)
+    assert "workflow.patched" == riverrun.EventType.WORKFLOW_PATCHED.value
 
 
 def test_error_tree() -> None:

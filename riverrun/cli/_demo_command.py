@@ -12,7 +12,7 @@ import time
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
@@ -114,7 +114,7 @@ async def _run(client: Client, console: Console, batches: int, batch_size: int) 
     )
 
 
-async def _batches_done(handle: WorkflowHandle) -> int:
+async def _batches_done(handle: WorkflowHandle[Any]) -> int:
     from riverrun import RunStatus
 
     current = await handle.describe()

@@ -294,6 +294,7 @@ def print_run(console: Console, run: RunLike, *, now: datetime | None = None) ->
         ("Run ID", escape(run.run_id)),
         ("Workflow ID", escape(run.workflow_id)),
         ("Workflow", escape(run.workflow_name)),
+        ("Version", escape(getattr(run, "version", None) or "-")),
         ("Execution", str(run.execution)),
         ("Status", _status(run.status)),
         ("Started", format_time(run.created_at)),

@@ -121,6 +121,9 @@ class WorkflowRun:
     #: run id of the parent workflow's run, when this chain was started as a child
     parent_run_id: str | None = None
     parent_workflow_id: str | None = None
+    #: the workflow version the run executes: given at start, else the one its worker
+    #: registered when it first hosted the run (``None`` until then)
+    version: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -30,6 +30,7 @@ from ._machine import (
     StepFailed as StepFailed,
 )
 from ._options import Retention as Retention, RuntimeOptions as RuntimeOptions
+from ._patching import deprecate_patch as deprecate_patch, patched as patched
 from ._runtime import Runtime as Runtime
 
 __all__ = [
@@ -51,11 +52,13 @@ __all__ = [
     "continue_as_new",
     "configure_logging",
     "continue_as_new_versioned",
+    "deprecate_patch",
     "execute_child",
     "get_workflow_chain",
     "info",
     "is_workflow",
     "parse_duration",
+    "patched",
     "sleep",
     "start_child",
     "step",

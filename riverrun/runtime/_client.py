@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, ParamSpec, TypeVar, TypeVarTuple, overload
 
 import anyio
 import attrs
@@ -23,6 +24,10 @@ from ._services import Services
 
 __all__ = ["Client", "WorkflowHandle"]
 
+P = ParamSpec("P")
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
 _POLL_MIN = 0.02
 _POLL_MAX = 0.5
 _ENDED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
@@ -37,13 +42,39 @@ class Client:
     def __repr__(self) -> str:
         return f"<Client namespace={self._services.options.namespace!r}>"
 
+    # For type checkers, `start` is three overloads. A ParamSpec cannot take a keyword of
+    # its own (`workflow_id`) next to the workflow's keywords, so: without `workflow_id`
+    # every argument is checked against the workflow's signature; with it, the positional
+    # arguments are (a TypeVarTuple), the keyword arguments are not; by name, nothing is.
+    # Each returns a handle typed by the workflow's result.
+    @overload
+    async def start(
+        self, wf: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandle[T]: ...
+
+    @overload
     async def start(
         self,
+        wf: Callable[[*Ts], Awaitable[T]],
+        /,
+        *args: *Ts,
+        workflow_id: str | None,
+        **kwargs: Any,
+    ) -> WorkflowHandle[T]: ...
+
+    @overload
+    async def start(
+        self, wf: str, /, *args: Any, workflow_id: str | None = None, **kwargs: Any
+    ) -> WorkflowHandle[Any]: ...
+
+    async def start(  # type: ignore[misc]  # mypy cannot match `*args: *Ts` to `*args: Any`
+        self,
         wf: Any,
+        /,
         *args: Any,
         workflow_id: str | None = None,
         **kwargs: Any,
-    ) -> WorkflowHandle:
+    ) -> WorkflowHandle[Any]:
         """Start a workflow chain and return its handle.
 
         Args:
@@ -76,7 +107,7 @@ class Client:
         )
         return WorkflowHandle(client=self, workflow_id=workflow_id, first_run_id=run_id)
 
-    def get_handle(self, workflow_id: str) -> WorkflowHandle:
+    def get_handle(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle on an existing chain (``first_run_id`` is looked up on first use)."""
         return WorkflowHandle(client=self, workflow_id=workflow_id, first_run_id="")
 
@@ -324,8 +355,12 @@ class Client:
 
 
 @attrs.define(eq=False)
-class WorkflowHandle:
-    """Addresses a workflow chain by ``workflow_id``; every call reaches its current run."""
+class WorkflowHandle(Generic[T]):
+    """Addresses a workflow chain by ``workflow_id``; every call reaches its current run.
+
+    ``WorkflowHandle[T]``: ``T`` is the workflow's result type (``Any`` for a handle from
+    ``get_handle`` or a start by name).
+    """
 
     client: Client = attrs.field(repr=False)
     workflow_id: str
@@ -339,7 +374,7 @@ class WorkflowHandle:
             self.first_run_id = head.value.first_run_id
         return self.first_run_id
 
-    async def result(self, timeout: float | None = None) -> Any:
+    async def result(self, timeout: float | None = None) -> T:
         """Wait for the chain's final result, following continue-as-new.
 
         Raises:
@@ -348,7 +383,8 @@ class WorkflowHandle:
             TimeoutError: ``timeout`` seconds passed first.
         """
         with anyio.fail_after(timeout if timeout is not None else math.inf):
-            return await self._wait_result()
+            result: T = await self._wait_result()
+            return result
 
     async def _wait_result(self) -> Any:
         services = self.client._services

@@ -34,6 +34,8 @@ class EventType(enum.StrEnum):
     CHILD_FAILED = "child.failed"
     CHILD_CANCELLED = "child.cancelled"
     CANCELLATION_REQUESTED = "cancellation.requested"
+    #: ``patched(id)`` took the new path here: ``data = {patch_id}``
+    WORKFLOW_PATCHED = "workflow.patched"
 
     @property
     def is_terminal(self) -> bool:

@@ -59,8 +59,10 @@ from ._logcontext import (
     step_attempt,
 )
 from ._machine import Cancelled, Completed, ContinuedAsNew, Failed, Outcome, WorkflowMachine
+from ._patching import marker_data, replay_order
 from ._quarantine import note_quarantined, quarantine_record, unusable
 from ._step_errors import bounded_message, error_details, error_message
+from ._versions import pin_version, record_version
 
 if TYPE_CHECKING:
     from ._services import Services
@@ -249,8 +251,10 @@ class WorkflowInstance:
     async def _load(self, run_id: str) -> WorkflowMachine:
         machine = self._new_machine(run_id)
         assert self.key is not None
+        pinned = await pin_version(self.services, machine)
         machine.replaying = True
-        async for event in self.services.backend.events.stream(self.key):
+        events = self.services.backend.events.stream(self.key)
+        async for event in replay_order(events, machine.patches):
             await self._apply(machine, event)
         machine.replaying = False
         await self._note_quarantined()  # foreign messages the replay skipped, if any
@@ -259,6 +263,7 @@ class WorkflowInstance:
                 f"run {self.workflow_id}/{run_id} has no workflow.started event; "
                 "its history is missing or was deleted"
             )
+        await record_version(self.services, machine, pinned)
         return machine
 
     async def _apply(self, machine: WorkflowMachine, event: StoredEvent) -> None:
@@ -300,6 +305,8 @@ class WorkflowInstance:
         event through ``_materialize``, as on replay, before anything is written: an event
         whose references cannot be resolved is never recorded.
         """
+        if type_ != EventType.WORKFLOW_PATCHED:
+            await self._record_patches(machine)  # a marker precedes what its decision led to
         services = self.services
         assert self.key is not None
         sequence = machine.last_sequence + 1
@@ -320,6 +327,10 @@ class WorkflowInstance:
         log_recorded(machine, type_, data)
         self._obs.recorded(machine, type_.value, data)
 
+    async def _record_patches(self, machine: WorkflowMachine) -> None:
+        for patch_id in machine.patches.take_unrecorded():
+            await self._record(machine, EventType.WORKFLOW_PATCHED, marker_data(patch_id))
+
     # -- driving ---------------------------------------------------------------------------
 
     async def _resume_pending(self, machine: WorkflowMachine) -> None:
@@ -337,6 +348,7 @@ class WorkflowInstance:
 
     async def _drive(self, machine: WorkflowMachine) -> Outcome:
         while True:
+            await self._record_patches(machine)
             await self._consume_inbox(machine)
             while machine.retired_timers:
                 await self.services.backend.inbox.cancel_schedule(
@@ -741,6 +753,7 @@ class WorkflowInstance:
             created_at=now,
             parent_run_id=parent.get("run_id"),
             parent_workflow_id=parent.get("workflow_id"),
+            version=getattr(machine.outcome, "version", None) or machine.definition.version,
         )
 
         async def create_new_run() -> None:

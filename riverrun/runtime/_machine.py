@@ -41,6 +41,7 @@ from ._commands import (
 from ._context import ContinueAsNew, WorkflowInfo, scope_var
 from ._definitions import WorkflowDefinition
 from ._events import EventType
+from ._patching import PatchState
 from ._step_errors import error_message, rebuild_builtin
 
 __all__ = [
@@ -169,6 +170,8 @@ class WorkflowMachine:
     timers: dict[str, Any] = attrs.field(factory=dict)
     #: timers whose wait ended otherwise; the actor cancels their schedules
     retired_timers: list[str] = attrs.field(factory=list)
+    #: ``patched()`` decisions and markers (riverrun/runtime/_patching.py)
+    patches: PatchState = attrs.field(factory=PatchState)
     _coro: Coroutine[Any, Any, Any] | None = None
     _next_position: int = 1
     _cancel_delivered: bool = False
@@ -547,6 +550,7 @@ _HANDLERS: dict[str, Callable[[WorkflowMachine, Mapping[str, Any], int], None]] 
     EventType.SIGNAL_RECEIVED: WorkflowMachine._signal_received,
     EventType.CANCELLATION_REQUESTED: WorkflowMachine._cancellation_requested,
     EventType.CHILD_STARTED: WorkflowMachine._child_started,
+    EventType.WORKFLOW_PATCHED: lambda m, d, s: m.patches.applied(d, s),
 }
 for _kind in (EventType.CHILD_COMPLETED, EventType.CHILD_FAILED, EventType.CHILD_CANCELLED):
     _HANDLERS[_kind] = lambda m, d, s, k=_kind: m._child_ended(d, s, k)  # type: ignore[misc]

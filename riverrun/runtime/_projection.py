@@ -50,12 +50,14 @@ def project_run(
     first, last = events[0], events[-1]
     parent: dict[str, str] = {}
     continued_from: str | None = None
+    version: str | None = None
     if first.type == EventType.WORKFLOW_STARTED.value:
         data = first.data
         workflow_name = str(data.get("workflow_name") or workflow_name)
         execution = int(data.get("execution") or execution or 1)
         continued_from = data.get("continued_from_run_id")
         parent = dict(data.get("parent") or {})
+        version = data.get("version")
     status = _ENDINGS.get(last.type, RunStatus.RUNNING)
     result = error = continued_to = None
     if status == RunStatus.COMPLETED:
@@ -80,6 +82,7 @@ def project_run(
         error=error,
         parent_run_id=parent.get("run_id"),
         parent_workflow_id=parent.get("workflow_id"),
+        version=version,
     )
 
 

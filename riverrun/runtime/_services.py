@@ -179,6 +179,7 @@ class Services:
             created_at=now,
             parent_run_id=parent["run_id"] if parent else None,
             parent_workflow_id=parent["workflow_id"] if parent else None,
+            version=version,
         )
         try:
             await self.create_run(record)
