@@ -203,7 +203,10 @@ def show(settings: Settings, run_id: str) -> None:
             if waits:
                 console.print("[bold]Waiting on:[/bold]")
                 for item in waits:
-                    console.print(f"  {escape(item.describe(now))}", soft_wrap=True)
+                    console.print(
+                        f"  {escape(item.describe(now, time_format=format_time))}",
+                        soft_wrap=True,
+                    )
             if why is not None:
                 console.print(
                     f"[bold red]Stuck:[/bold red] {escape(why.describe())} "

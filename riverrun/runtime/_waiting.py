@@ -9,7 +9,8 @@ run's history and derives the operations that are open, those started and not en
   recorded after it and followed by an event at a later position (the workflow went on);
 * a child: ``child.started`` (that did start one) without its ``child.completed``,
   ``child.failed`` or ``child.cancelled``;
-* a step between attempts: the last event at its position is ``step.retrying``;
+* a step between attempts: the last event at its position is ``step.retrying`` (or, should
+  ``step.started`` ever be recorded, a step running: the last event is ``step.started``);
 * a cancellation: ``cancellation.requested`` in a run that has not ended.
 
 A step attempt in flight and a signal wait are not recorded until they end, so when nothing
@@ -19,7 +20,7 @@ operations may be open at once; they are listed in the order they started.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = ["WaitingOn", "waiting_on"]
 TIMER = "timer"
 CHILD = "child"
 STEP_RETRY = "step_retry"
+STEP = "step"
 CANCELLATION = "cancellation"
 IDLE = "idle"
 
@@ -53,7 +55,8 @@ _STEP_EVENTS = frozenset(
 class WaitingOn:
     """One thing a running run waits on. Fields that do not apply to its kind are ``None``."""
 
-    #: ``timer``, ``child``, ``step_retry``, ``cancellation`` or ``idle``
+    #: ``timer``, ``child``, ``step_retry``, ``step`` (a ``step.started`` not ended),
+    #: ``cancellation`` or ``idle``
     kind: str
     #: when it started (the event's time; for ``idle``, the run's last event)
     since: datetime
@@ -75,27 +78,37 @@ class WaitingOn:
     #: the cancellation's reason (``cancellation``)
     reason: str | None = None
 
-    def describe(self, now: datetime | None = None) -> str:
-        """One line for people, e.g. ``timer wf-1-3 due 2026-01-01 10:00:00 UTC``."""
+    def describe(
+        self,
+        now: datetime | None = None,
+        *,
+        time_format: Callable[[datetime | None], str] | None = None,
+    ) -> str:
+        """One line for people, e.g. ``timer wf-1-3 due 2026-01-01 10:00:00+00:00``; times
+        are ISO 8601 unless ``time_format`` renders them."""
+        fmt = time_format or _iso
         if self.kind == TIMER:
             overdue = (
                 " (overdue)" if now is not None and self.due is not None and self.due < now else ""
             )
-            return f"timer {self.timer_id} due {_time(self.due)}{overdue}"
+            return f"timer {self.timer_id} due {fmt(self.due)}{overdue}"
         if self.kind == CHILD:
             status = f" ({self.child_status})" if self.child_status else ""
             return f"child workflow {self.child_workflow_id}{status}"
         if self.kind == STEP_RETRY:
             running = now is not None and self.retry_at is not None and self.retry_at <= now
             when = (
-                f"running since {_time(self.retry_at)} or about to"
+                f"running since {fmt(self.retry_at)} or about to"
                 if running
-                else f"retry at {_time(self.retry_at)}"
+                else f"retry at {fmt(self.retry_at)}"
             )
             return (
                 f"step {self.step!r} attempt {self.attempt}: {when} "
                 f"(attempt {(self.attempt or 1) - 1} failed: {self.error})"
             )
+        if self.kind == STEP:
+            attempt = f" attempt {self.attempt}" if self.attempt else ""
+            return f"step {self.step!r}{attempt} running since {fmt(self.since)}"
         if self.kind == CANCELLATION:
             reason = f" ({self.reason})" if self.reason else ""
             return (
@@ -103,7 +116,7 @@ class WaitingOn:
                 "CancellationError"
             )
         return (
-            f"idle since {_time(self.since)}: running workflow code, a step attempt in flight "
+            f"idle since {fmt(self.since)}: running workflow code, a step attempt in flight "
             "(steps are recorded when an attempt ends) or a signal wait"
         )
 
@@ -166,6 +179,16 @@ def waiting_on(events: Sequence[Event]) -> list[WaitingOn]:
             )
         )
     for position, event in steps.items():
+        if event.type == EventType.STEP_STARTED:  # not written today; if it is, it says this
+            found.append(
+                WaitingOn(
+                    kind=STEP,
+                    since=event.timestamp,
+                    position=position,
+                    step=_str(event.data.get("name")),
+                    attempt=_int(event.data.get("attempt")),
+                )
+            )
         if event.type != EventType.STEP_RETRYING:
             continue
         attempt = _int(event.data.get("attempt")) or 0
@@ -216,7 +239,7 @@ def _datetime(value: Any) -> datetime | None:
     return None
 
 
-def _time(value: datetime | None) -> str:
+def _iso(value: datetime | None) -> str:
     if value is None:
         return "?"
     return value.isoformat(sep=" ", timespec="seconds")

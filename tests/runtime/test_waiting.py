@@ -184,6 +184,7 @@ def test_several_operations_in_flight_from_history() -> None:
             message="taken",
         ),
         _event(12, EventType.CANCELLATION_REQUESTED, inbox_seq=5, reason="operator"),
+        _event(13, EventType.STEP_STARTED, position=7, name="u", attempt=1),
     ]
     found = waiting_on(events)
     assert [(w.kind, w.timer_id or w.child_workflow_id or w.step) for w in found] == [
@@ -191,9 +192,14 @@ def test_several_operations_in_flight_from_history() -> None:
         ("child", "c2"),
         ("step_retry", "s"),
         ("cancellation", None),
+        ("step", "u"),
     ]
     assert found[2].attempt == 2 and found[2].error == "E: m"
     assert found[3].reason == "operator"
     assert "cancellation requested (operator)" in found[3].describe()
-    ended = [*events, _event(13, EventType.WORKFLOW_CANCELLED, message="cancelled")]
+    assert (
+        found[4].describe()
+        == f"step 'u' attempt 1 running since {found[4].since:%Y-%m-%d %H:%M:%S}+00:00"
+    )
+    ended = [*events, _event(14, EventType.WORKFLOW_CANCELLED, message="cancelled")]
     assert waiting_on(ended) == []
