@@ -226,7 +226,8 @@ class Worker:
         """Workflow ids parked (non-determinism, or a crash that repeats), with the reason.
 
         A parked workflow stays parked, its history untouched and its inbox kept, until
-        this worker stops; the next worker to host it (a restart) tries it again.
+        this worker stops (or a terminate ends its run); the next worker to host it (a
+        restart) tries it again.
         """
         return dict(self._parked)
 
