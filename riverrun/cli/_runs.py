@@ -7,7 +7,7 @@ run), because users copy whichever id they have at hand. Unknown ids exit with c
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -34,6 +34,7 @@ from ._settings import Settings, connection_options, json_option, open_client, p
 
 if TYPE_CHECKING:
     from riverrun import Client, WorkflowRun
+    from riverrun.runtime._waiting import WaitingOn
 
 __all__ = ["runs"]
 
@@ -171,23 +172,54 @@ def _more_line(more: int, next_offset: int) -> str:
 @connection_options(envvar=False)
 @pass_settings
 def show(settings: Settings, run_id: str) -> None:
-    """Show one run: status, timing, chain links, result or error, and the workflow's
-    operator notes (messages quarantined, a workflow type no worker registers)."""
+    """Show one run: status, timing, chain links, result or error, what it waits on, why it
+    is stuck if it is, and the workflow's operator notes (a park, a restart loop, messages
+    quarantined, a workflow type no worker registers)."""
 
     async def go() -> None:
+        from riverrun import RunStatus
         from riverrun.persistence import read_notes
+        from riverrun.runtime._stuck import stuck
 
         async with open_runtime(settings) as runtime:
-            run = await resolve_run(runtime.client, run_id, settings)
+            client = runtime.client
+            run = await resolve_run(client, run_id, settings)
             notes = await read_notes(runtime.backend.snapshots, run.workflow_id)
+            ended = RunStatus(run.status).is_terminal
+            waits = [] if ended else await client.waiting_on(run.run_id)
+            last = await client.last_event(run.run_id, workflow_id=run.workflow_id)
+            why = None if ended else stuck(notes, run.run_id, last.timestamp if last else None)
+        now = datetime.now(UTC)
         if settings.json:
             shown = run_to_json(run)
+            shown["waiting_on"] = [_waiting_json(item, now) for item in waits]
+            shown["stuck"] = to_jsonable(why)
             if notes:
                 shown["notes"] = [to_jsonable(note) for note in notes]
             click.echo(dumps_json(shown))
         else:
             console = settings.console()
             print_run(console, run)
+            if waits:
+                console.print("[bold]Waiting on:[/bold]")
+                for item in waits:
+                    console.print(
+                        f"  {escape(item.describe(now, time_format=format_time))}",
+                        soft_wrap=True,
+                    )
+            if why is not None:
+                console.print(
+                    f"[bold red]Stuck:[/bold red] {escape(why.describe())} "
+                    f"(noted {format_time(why.at)})",
+                    soft_wrap=True,
+                )
+            elif ended:
+                console.print(f"[bold]Stuck:[/bold] no: the run has ended ({run.status})")
+            else:
+                console.print(
+                    "[bold]Stuck:[/bold] no: no worker noted a park, a restart loop or an "
+                    "unregistered type since its last event"
+                )
             if notes:
                 console.print("[bold]Notes:[/bold]")
                 for note in notes:
@@ -198,6 +230,13 @@ def show(settings: Settings, run_id: str) -> None:
                     )
 
     run_command(go, servers=settings.servers)
+
+
+def _waiting_json(item: WaitingOn, now: datetime | None) -> dict[str, Any]:
+    """One ``waiting_on`` entry: its non-null fields plus ``summary`` (docs/cli.md)."""
+    data = {k: v for k, v in to_jsonable(item).items() if v is not None}
+    data["summary"] = item.describe(now)
+    return data
 
 
 @runs.command()

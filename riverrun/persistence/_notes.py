@@ -36,7 +36,8 @@ class OperatorNote:
     """One thing an operator should know about a workflow id."""
 
     workflow_id: str
-    #: what happened: ``quarantined`` (a message skipped) or ``unregistered_type``
+    #: what happened: ``quarantined`` (a message skipped), ``unregistered_type``, ``parked``
+    #: or ``restart_loop`` (see ``riverrun.runtime._stuck``)
     kind: str
     #: what happened and what to do, in a sentence
     message: str

@@ -21,6 +21,7 @@ from ._definitions import definition_of, is_workflow
 from ._events import Event, to_event
 from ._options import validate_workflow_id
 from ._services import Services
+from ._waiting import WaitingOn, waiting_on
 
 __all__ = ["Client", "WorkflowHandle"]
 
@@ -180,6 +181,21 @@ class Client:
         last = await log.last_sequence(key)
         events = await log.read(key, after=last - 1) if last else []
         return to_event(events[-1]) if events else None
+
+    async def waiting_on(self, run_id: str) -> list[WaitingOn]:
+        """What the run waits on, derived from its history (no worker needed): open timers,
+        children (with their chain's current status), steps between attempts, a pending
+        cancellation; or ``idle`` since its last event. ``[]`` if the run has ended."""
+        found = waiting_on(await self._events(run_id))
+        runs = self._services.backend.runs
+        for index, item in enumerate(found):
+            if item.child_workflow_id is None:
+                continue
+            head = await runs.get_head(item.child_workflow_id)
+            record = await runs.get_run(head.value.current_run_id) if head else None
+            if record is not None:
+                found[index] = attrs.evolve(item, child_status=str(record.value.status))
+        return found
 
     async def _events(self, run_id: str, workflow_id: str | None = None) -> list[Event]:
         record = await self._services.backend.runs.get_run(run_id)

@@ -39,12 +39,19 @@ from ..actors import (
     SupervisorStrategy,
     Terminated,
 )
-from ..persistence import InboxMessage, QuarantinedMessage, RunStatus
+from ..persistence import InboxMessage, QuarantinedMessage, RunKey, RunStatus
 from ._containment import CrashTracker, crash_signature, is_infrastructure
 from ._instance import LeaseHeld, WorkflowInstance
 from ._logcontext import bind_workflow, install_context_filter
 from ._quarantine import quarantine_record, warn_unregistered
 from ._services import Services
+from ._stuck import (
+    RestartStreaks,
+    ended_by_another_writer,
+    note_parked,
+    note_restart_loop,
+    run_ended,
+)
 
 __all__ = ["Worker", "WorkerStatistics"]
 
@@ -85,8 +92,20 @@ class WorkflowActor(Actor):
             log.error("workflow %s run %s parked: %s", instance.workflow_id, run_id, err)
             self.worker.services.telemetry.parked("nondeterminism")
             self.worker._parked[instance.workflow_id] = str(err)
+            await self.worker._note_parked(instance)
         except ConcurrencyConflict as err:
-            log.warning("workflow %s: another worker owns it now: %s", instance.workflow_id, err)
+            ended = await ended_by_another_writer(self.worker.services.backend, instance.key)
+            if ended is not None:
+                log.warning(
+                    "workflow %s: its run was ended by another writer (%s); letting it go: %s",
+                    instance.workflow_id,
+                    ended,
+                    err,
+                )
+            else:
+                log.warning(
+                    "workflow %s: another worker owns it now: %s", instance.workflow_id, err
+                )
             # (or a terminate ended the run): a handle waiting here reads the store instead
             self.worker.services.notify_done(instance.workflow_id)
         except WorkflowNotRegistered as err:
@@ -94,9 +113,12 @@ class WorkflowActor(Actor):
             await self.worker._not_registered(instance, err)
         except Exception as err:
             if not self.worker._crashed(self.instance, err):
+                await self.worker._restarting(self.instance, err)
                 raise  # the supervisor restarts the actor, with backoff
+            await self.worker._note_parked(self.instance)
         else:
             self.worker._crashes.pop(instance.workflow_id, None)
+            self.worker._streaks.forget(instance.workflow_id)
             if not instance.finished:
                 self.worker._passivated += 1
         ctx.stop()
@@ -158,6 +180,7 @@ class Worker:
         self._rerun: set[str] = set()
         self._parked: dict[str, str] = {}
         self._crashes: dict[str, CrashTracker] = {}
+        self._streaks = RestartStreaks()
         self._ctx: ActorContext | None = None
         self._ready = anyio.Event()
         self._started = 0
@@ -203,9 +226,42 @@ class Worker:
         """Workflow ids parked (non-determinism, or a crash that repeats), with the reason.
 
         A parked workflow stays parked, its history untouched and its inbox kept, until
-        this worker stops; the next worker to host it (a restart) tries it again.
+        this worker stops (or a terminate ends its run); the next worker to host it (a
+        restart) tries it again.
         """
         return dict(self._parked)
+
+    async def _note_parked(self, instance: WorkflowInstance) -> None:
+        """Write the operator note saying why the workflow is parked (``runs show``)."""
+        self._streaks.forget(instance.workflow_id)
+        services = self.services
+        run_id = instance.key.run_id if instance.key else None
+        reason = self._parked.get(instance.workflow_id, "parked")
+        await note_parked(
+            services.backend,
+            instance.workflow_id,
+            run_id,
+            services.worker_id,
+            services.clock.now(),
+            reason,
+        )
+
+    async def _restarting(self, instance: WorkflowInstance, err: Exception) -> None:
+        """Count a restart; note a restart loop once, on its ``RESTART_LOOP_AFTER``-th."""
+        run_id = instance.key.run_id if instance.key else None
+        position = (run_id, instance.machine.last_sequence if instance.machine else 0)
+        count = self._streaks.crashed(instance.workflow_id, position)
+        if count is not None:
+            services = self.services
+            await note_restart_loop(
+                services.backend,
+                instance.workflow_id,
+                run_id,
+                services.worker_id,
+                services.clock.now(),
+                count,
+                f"{type(err).__name__}: {err}",
+            )
 
     def _crashed(self, instance: WorkflowInstance, err: Exception) -> bool:
         """A workflow actor crashed: log it; park the workflow (return True) if it crashed
@@ -300,6 +356,8 @@ class Worker:
 
     async def deliver(self, workflow_id: str, message: InboxMessage | None) -> None:
         if workflow_id in self._parked:
+            if message is not None and message.kind == "terminate":
+                await self._unpark_if_ended(workflow_id, message)
             return
         ref = self._refs.get(workflow_id)
         if ref is not None:
@@ -321,6 +379,23 @@ class Worker:
         self._refs[workflow_id] = ref
         self._by_ref[ref] = workflow_id
         self._started += 1
+
+    async def _unpark_if_ended(self, workflow_id: str, message: InboxMessage) -> None:
+        """A terminate message for a parked workflow: if its run has ended (``runs
+        terminate`` writes the end, fenced, before sending it), let the workflow go; the
+        next message for its id hosts it afresh. Otherwise it stays parked."""
+        run_id = message.data.get("run_id")
+        key = RunKey(workflow_id=workflow_id, run_id=run_id) if isinstance(run_id, str) else None
+        if key is None or not await run_ended(self.services.backend, key):
+            return
+        reason = self._parked.pop(workflow_id, None)
+        if reason is None:
+            return
+        self._crashes.pop(workflow_id, None)
+        log.info(
+            "workflow %s: unparked, its run was terminated (it was parked: %s)", workflow_id, reason
+        )
+        self.services.notify_done(workflow_id)  # a handle waiting here reads the store
 
     def _ended(self, ref: ActorRef) -> None:
         workflow_id = self._by_ref.pop(ref, None)

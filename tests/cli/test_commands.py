@@ -373,4 +373,6 @@ def test_start_wait_of_a_type_no_worker_registers_says_so(cli: Cli) -> None:
     assert "unregistered_type" == note["kind"] and "greeterr" in note["message"]
     text = cli("runs", "show", workflow_id).stdout
     assert "Notes:" in text and "unregistered_type" in text and "greeterr" in text
+    assert shown["stuck"]["kind"] == "unregistered_type"
+    assert "Stuck: no worker registers its workflow type: " in text
     assert cli("runs", "cancel", workflow_id).code == 0
