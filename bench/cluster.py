@@ -19,7 +19,7 @@ Completion times come from the run records (``completed_at``, written by the wor
 from when the client noticed, so the client's polling does not count.
 
 Usage: python bench/cluster.py [--quick] [--workflows N] [--lease-ttl SECONDS]
-       [--worker-arg ARG ...] [--skip-failover] [--skip-cluster]
+       [--step-delay S] [--worker-arg ARG ...] [--keep-logs] [--skip-failover] [--skip-cluster]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -265,18 +266,29 @@ async def collect(handles: list[Any], started_at: float, count: int, tag: int,
     ended: dict[str, float] = {}
     with anyio.fail_after(timeout):
         for handle in handles:
-            results[handle.workflow_id] = await handle.result()
-            run = await handle.describe()
+            while True:
+                try:
+                    results[handle.workflow_id] = await handle.result()
+                    run = await handle.describe()
+                    break
+                except ConnectionError:  # StoreUnavailable: a server was just killed
+                    await anyio.sleep(0.2)
             ended[handle.workflow_id] = run.completed_at.timestamp()
     return W3Result(started_at, results, ended, count, tag)
 
 
-async def warm_up(rt: Runtime, workers_: int) -> None:
-    """A few workflows through every worker before measuring (imports, connections)."""
-    _, handles = await start_all(rt, 4 * workers_, 0.0, int(time.time() * 1e6))
-    with anyio.fail_after(120):
-        for h in handles:
-            await h.result()
+async def warm_up(rt: Runtime, procs: Sequence[WorkerProcess], timeout: float = 60.0) -> None:
+    """Workflows through the workers until every one of them has run a step (imports,
+    connections; partitions balanced over all of them), or ``timeout``."""
+    seen: set[int] = set()
+    with anyio.move_on_after(timeout):
+        while not {p.pid for p in procs} <= seen:
+            _, handles = await start_all(rt, 8 * len(procs), 0.0, int(time.time() * 1e6))
+            for h in handles:
+                seen.update(pid for pid, _ in (await h.result())["marks"])
+    missing = [p.pid for p in procs if p.pid not in seen]
+    if missing:
+        print(f"    (warm-up: workers {missing} ran no step within {timeout:.0f}s)")
 
 
 async def w3_round(servers: Sequence[str], count: int, n_workers: int, log_dir: Path,
@@ -287,7 +299,7 @@ async def w3_round(servers: Sequence[str], count: int, n_workers: int, log_dir: 
     async with Runtime.connect(list(servers), namespace=namespace, worker=False,
                                workflows=[five]) as rt:
         with workers(n_workers, servers, namespace, log_dir, extra=extra) as procs:
-            await warm_up(rt, n_workers)
+            await warm_up(rt, procs)
             cpu0 = sum(cpu_seconds(p.pid) for p in procs)
             started_at, handles = await start_all(rt, count, 0.0, 1)
             result = await collect(handles, started_at, count, 1, timeout=600)
@@ -300,23 +312,26 @@ async def w3_round(servers: Sequence[str], count: int, n_workers: int, log_dir: 
 
 async def bench_w3(url: str, count: int, log_dir: Path, extra: Sequence[str]) -> None:
     raw = await raw_concurrent_baseline(url, count, APPENDS_PER_WORKFLOW)
-    raw_rate = count / raw
     one, cpu_one = await w3_round([url], count, 1, log_dir, extra)
     two, cpu_two = await w3_round([url], count, 2, log_dir, extra)
+    # the floor again after the rounds, best of both: the machine's noise hits both sides
+    raw = min(raw, await raw_concurrent_baseline(url, count, APPENDS_PER_WORKFLOW))
+    raw_rate = count / raw
     for name, r in (("1 worker", one), ("2 workers", two)):
         if r.wrong():
             print(f"W3 {name}: WRONG results for {len(r.wrong())} workflows: {r.wrong()[:5]}")
     rate1, rate2 = count / one.elapsed, count / two.elapsed
     print(f"W3: {count} workflows x {STEPS} steps at once, single server (sync always), "
           f"raw floor = {count} concurrent appenders x {APPENDS_PER_WORKFLOW} fenced appends "
-          f"({raw:.3f}s = {raw_rate:.0f} workflows/s)")
+          f"({raw:.3f}s = {raw_rate:.0f} workflows/s, best of one before and one after)")
     print(f"    {'':10} {'seconds':>8} {'wf/s':>7} {'x raw floor':>12} {'worker CPU/wf':>14}")
     for name, r, rate, cpu in (("1 worker", one, rate1, cpu_one),
                                ("2 workers", two, rate2, cpu_two)):
         print(f"    {name:10} {r.elapsed:8.3f} {rate:7.0f} {rate / raw_rate:11.2f}x "
               f"{cpu / count * 1e3:11.2f} ms")
-    print(f"    2 workers / 1 worker throughput: {rate2 / rate1:.2f}x; target for 1 worker "
-          f">= 0.60x raw floor: {rate1 / raw_rate:.2f}x")
+    print(f"    2 workers / 1 worker throughput: {rate2 / rate1:.2f}x; 1 worker: "
+          f"{rate1 / raw_rate:.2f}x raw floor (target >= 0.60x), worker CPU "
+          f"{cpu_one / count * 1e3:.2f} ms per workflow (target <= 1.0 ms)")
 
 
 async def bench_failover(url: str, count: int, delay: float, ttl: float, log_dir: Path,
@@ -325,7 +340,7 @@ async def bench_failover(url: str, count: int, delay: float, ttl: float, log_dir
     async with Runtime.connect([url], namespace=namespace, worker=False,
                                workflows=[five]) as rt:
         with workers(2, [url], namespace, log_dir, extra=extra) as procs:
-            await warm_up(rt, 2)
+            await warm_up(rt, procs)
             victim, survivor = procs
             started_at, handles = await start_all(rt, count, delay, 2)
             # mid-flight: about two of the five steps of each workflow are done
@@ -362,8 +377,8 @@ async def bench_cluster(count: int, delay: float, log_dir: Path, extra: Sequence
         namespace = f"cluster-{uuid.uuid4().hex[:6]}"
         async with Runtime.connect(urls, namespace=namespace, worker=False, replicas=3,
                                    workflows=[five]) as rt:
-            with workers(1, urls, namespace, log_dir, replicas=3, extra=extra):
-                await warm_up(rt, 1)
+            with workers(1, urls, namespace, log_dir, replicas=3, extra=extra) as procs:
+                await warm_up(rt, procs)
                 stream = Names(namespace).events_stream
                 nc = await nats.connect(urls)
                 try:
@@ -415,6 +430,8 @@ async def main(ns: argparse.Namespace) -> None:
     if not ns.skip_cluster:
         await bench_cluster(count, ns.step_delay, log_dir, ns.worker_arg)
     print(f"total {time.monotonic() - began:.0f}s")
+    if not ns.keep_logs:
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
@@ -431,6 +448,9 @@ if __name__ == "__main__":
                              "flag with --worker-arg if you change it")
     parser.add_argument("--worker-arg", action="append", default=[],
                         help="an extra argument for every `riverrun worker` (repeatable)")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="keep the servers' data and the workers' logs (kept anyway "
+                             "when the bench fails)")
     parser.add_argument("--skip-failover", action="store_true")
     parser.add_argument("--skip-cluster", action="store_true")
     anyio.run(main, parser.parse_args())
