@@ -414,8 +414,10 @@ async def bench_cluster(count: int, delay: float, log_dir: Path, extra: Sequence
 
 async def main(ns: argparse.Namespace) -> None:
     count = ns.workflows or (100 if ns.quick else 500)
-    ttl = ns.lease_ttl if ns.lease_ttl is not None else \
-        RuntimeOptions().lease_ttl.total_seconds()
+    default_ttl = getattr(RuntimeOptions(), "lease_ttl", None)
+    if ns.lease_ttl is None and default_ttl is None:
+        raise SystemExit("RuntimeOptions has no lease_ttl: give the workers' one with --lease-ttl")
+    ttl = ns.lease_ttl if ns.lease_ttl is not None else default_ttl.total_seconds()
     log_dir = Path(tempfile.mkdtemp(prefix="riverrun-cluster-bench-"))
     began = time.monotonic()
     print(f"bench/cluster.py: {count} workflows per round, lease TTL {ttl:g}s, logs in {log_dir}")
