@@ -46,6 +46,7 @@ from ..persistence import (
 )
 from ._commands import ScheduleStep, StartChild, StartTimer, WaitChild, WaitSignal
 from ._containment import is_step_fault, log_close_error, log_step_fault
+from ._converter import bind_converter, step_function
 from ._events import EventType
 from ._logcontext import (
     LogContext,
@@ -123,6 +124,7 @@ class WorkflowInstance:
         """
         services = self.services
         self._log = bind_workflow(self.workflow_id)
+        bind_converter(services.payloads.converter)  # workflow code decodes values with it
         head = await services.backend.runs.get_head(self.workflow_id)
         if head is None:
             self.finished = True
@@ -470,7 +472,7 @@ class WorkflowInstance:
         attempt = machine.step_attempts + 1
         error: BaseException | None = None
         result: Any = None
-        fn = self._obs.step(definition.fn, definition.name, attempt)  # timed and traced
+        fn = self._obs.step(step_function(definition, services.payloads.converter), definition.name, attempt)  # timed and traced
         with anyio.CancelScope() as scope:
             self._step_scope = scope
             try:
@@ -499,7 +501,7 @@ class WorkflowInstance:
         position, name = command.position, definition.name
         if error is None:
             try:
-                stored = await services.payloads.pack(result, f"step {name!r} result")
+                stored = await services.payloads.pack_result(definition, result)
             except SerializationError as err:
                 # the step ran and its effect is done; running it again would return the
                 # same kind of value: the step fails, for good, at its await in the workflow

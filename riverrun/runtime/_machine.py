@@ -39,6 +39,7 @@ from ._commands import (
     command_awaitable,
 )
 from ._context import ContinueAsNew, WorkflowInfo, scope_var
+from ._converter import start_workflow
 from ._definitions import WorkflowDefinition
 from ._events import EventType
 from ._step_errors import error_message, rebuild_builtin
@@ -239,7 +240,7 @@ class WorkflowMachine:
         if data.get("cancel_requested"):
             self.cancel_requested = True
         try:
-            coro = self.definition.fn(*self.args, **self.kwargs)
+            coro = start_workflow(self.definition, self.args, self.kwargs)
         except TypeError as err:
             # the arguments do not fit the signature (the body of an async def has not run):
             # a bad start, which no restart can mend; the run fails with it
