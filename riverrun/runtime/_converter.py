@@ -78,12 +78,12 @@ def _name(hint: Any) -> str:
     if hint is type(None) or hint is None:
         return "None"
     if isinstance(hint, type) and not typing.get_args(hint):
-        return hint.__qualname__
+        return hint.__name__
     return str(hint).replace("typing.", "")
 
 
 def _got(value: Any) -> str:
-    return type(value).__qualname__
+    return type(value).__name__
 
 
 # -- hints of a workflow or step --------------------------------------------------------------
@@ -268,7 +268,7 @@ class DataConverter:
             SerializationError: ``value`` does not fit ``hint``, naming ``what`` and the path.
         """
         try:
-            return self._encode(value, hint, "")
+            return self._encode(value, _clean(hint), "")
         except _Mismatch as err:
             raise SerializationError(f"{what}{err.path}: {err.reason}") from None
 
@@ -279,7 +279,7 @@ class DataConverter:
             SerializationError: the data does not decode into ``hint``, naming ``what``.
         """
         try:
-            return self._decode(data, hint, "")
+            return self._decode(data, _clean(hint), "")
         except _Mismatch as err:
             raise SerializationError(f"{what}{err.path}: {err.reason}") from None
 
@@ -370,13 +370,13 @@ class DataConverter:
             if hint is float and isinstance(value, int) and not isinstance(value, bool):
                 return value
             raise _Mismatch(path, f"expected {_name(hint)}, got {_got(value)}")
-        if hint in (str, int, float, bool) or issubclass(hint, _CARRIED):
-            return value
         obj: Any = value  # narrowed to object by the isinstance above
-        if issubclass(hint, datetime):
+        if isinstance(obj, datetime):  # before date, its base class
             if obj.tzinfo is None or obj.utcoffset() is None:
                 raise _Mismatch(path, "cannot encode a naive datetime; use a timezone-aware one")
             return obj
+        if hint in (str, int, float, bool) or issubclass(hint, _CARRIED):
+            return value
         if issubclass(hint, enum.Enum):
             return obj.value
         return self._encode_object(obj, type(obj), path)
