@@ -75,9 +75,19 @@ class _Mismatch(Exception):
 
 
 def _name(hint: Any) -> str:
+    """``Order``, ``list[Item]``, ``Item | None``: how a hint is written, for messages."""
     if hint is type(None) or hint is None:
         return "None"
-    if isinstance(hint, type) and not typing.get_args(hint):
+    if hint is Ellipsis:
+        return "..."
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " | ".join(_name(a) for a in args)
+    if origin is Literal:
+        return f"Literal[{', '.join(map(repr, args))}]"
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(map(_name, args))}]"
+    if isinstance(hint, type):
         return hint.__name__
     return str(hint).replace("typing.", "")
 
