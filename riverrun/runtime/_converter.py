@@ -61,6 +61,9 @@ _EMPTY = inspect.Parameter.empty
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
+#: hints a value of exactly that type fits as it is (the fast path)
+_SIMPLE: Final = frozenset({str, int, float, bool, bytes})
+
 #: values the codec carries as themselves: a hint of one of these checks the type only
 _CARRIED: Final[tuple[type[Any], ...]] = (bytes, date, timedelta, UUID, Decimal)
 
@@ -359,7 +362,7 @@ class DataConverter:
     # -- the walks --------------------------------------------------------------------------
 
     def _encode(self, value: Any, hint: Any, path: str) -> Any:
-        if hint is Any:
+        if hint is Any or (type(value) is hint and hint in _SIMPLE):
             return value
         hook = self._hooks.get(hint)
         if hook is not None:
@@ -392,19 +395,12 @@ class DataConverter:
         return self._encode_object(obj, type(obj), path)
 
     def _encode_object(self, value: Any, cls: type[Any], path: str) -> Any:
-        if dataclasses.is_dataclass(cls):
-            field_hints = _field_hints(cls)
+        fields = _fields_of(cls)
+        if fields is not None:
+            encode = self._encode
             return {
-                f.name: self._encode(getattr(value, f.name), field_hints.get(f.name, Any), f"{path}.{f.name}")
-                for f in dataclasses.fields(cls)
-                if f.init
-            }
-        if attrs.has(cls):
-            field_hints = _field_hints(cls)
-            return {
-                f.name: self._encode(getattr(value, f.name), field_hints.get(f.name, Any), f"{path}.{f.name}")
-                for f in attrs.fields(cls)
-                if f.init
+                name: encode(getattr(value, name), hint, f"{path}.{name}")
+                for name, _, hint in fields
             }
         if _is_pydantic(cls):
             return value.model_dump(mode="json")
@@ -473,7 +469,7 @@ class DataConverter:
         raise _Mismatch(path, f"cannot handle the type hint {_name(hint)}")
 
     def _decode(self, data: Any, hint: Any, path: str) -> Any:
-        if hint is Any:
+        if hint is Any or (type(data) is hint and hint in _SIMPLE):
             return data
         hook = self._hooks.get(hint)
         if hook is not None:
@@ -538,15 +534,11 @@ class DataConverter:
         raise _Mismatch(path, f"expected {_name(hint)}, got {_got(data)}")
 
     def _decode_fields(self, data: Mapping[str, Any], cls: type[Any], path: str) -> Any:
-        field_hints = _field_hints(cls)
         # fields the class no longer has are ignored; missing ones take their defaults
-        if dataclasses.is_dataclass(cls):
-            names = [(f.name, f.name) for f in dataclasses.fields(cls) if f.init]
-        else:
-            names = [(f.name, f.alias or f.name) for f in attrs.fields(cls) if f.init]
+        decode = self._decode
         values = {
-            alias: self._decode(data[name], field_hints.get(name, Any), f"{path}.{name}")
-            for name, alias in names
+            alias: decode(data[name], hint, f"{path}.{name}")
+            for name, alias, hint in _fields_of(cls) or ()
             if name in data
         }
         try:
@@ -716,6 +708,29 @@ def _parse(parse: Callable[[Any], Any], data: Any, hint: Any, path: str) -> Any:
 
 
 _FIELD_HINTS: dict[type[Any], dict[str, Any]] = {}
+_FIELDS: dict[type[Any], tuple[tuple[str, str, Any], ...] | None] = {}
+
+
+def _fields_of(cls: type[Any]) -> tuple[tuple[str, str, Any], ...] | None:
+    """(field name, ``__init__`` argument, hint) of a dataclass's or attrs class's init
+    fields, resolved once; ``None`` for other classes."""
+    try:
+        return _FIELDS[cls]
+    except KeyError:
+        pass
+    fields: tuple[tuple[str, str, Any], ...] | None = None
+    if dataclasses.is_dataclass(cls):
+        hints = _field_hints(cls)
+        fields = tuple(
+            (f.name, f.name, hints.get(f.name, Any)) for f in dataclasses.fields(cls) if f.init
+        )
+    elif attrs.has(cls):
+        hints = _field_hints(cls)
+        fields = tuple(
+            (f.name, f.alias or f.name, hints.get(f.name, Any)) for f in attrs.fields(cls) if f.init
+        )
+    _FIELDS[cls] = fields
+    return fields
 
 
 def _field_hints(cls: type[Any]) -> dict[str, Any]:
