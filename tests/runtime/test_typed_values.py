@@ -20,6 +20,7 @@ from riverrun import (
     Runtime,
     SerializationError,
     WorkflowFailed,
+    continue_as_new,
     execute_child,
     start_child,
     step,
@@ -335,3 +336,27 @@ def test_a_hint_the_converter_cannot_handle_is_refused_at_registration() -> None
         Runtime.in_memory(workflows=[doubled])
     assert "argument 'amount' of workflow 'doubled'" in str(caught.value)
     assert "Money" in str(caught.value)
+
+
+@workflow()
+async def counting(item: Item, runs: list[Item]) -> list[Item]:
+    runs = [*runs, item]
+    if len(runs) < 3:
+        continue_as_new(Item(item.sku, item.qty + 1), runs)
+    return runs
+
+
+async def test_continue_as_new_carries_typed_arguments(make_runtime: RuntimeFactory) -> None:
+    async with make_runtime(workflows=[counting]) as rt:
+        handle = await rt.client.start(counting, Item("a", 1), [])
+        result = await handle.result(timeout=60)
+    assert [Item("a", 1), Item("a", 2), Item("a", 3)] == result
+
+
+def test_auto_continue_as_new_refuses_class_arguments_at_registration() -> None:
+    @workflow(auto_continue_as_new=True)
+    async def auto_typed(state: Item) -> None:
+        return None
+
+    with pytest.raises(TypeError, match="argument 'state' of workflow 'auto_typed'"):
+        Runtime.in_memory(workflows=[auto_typed])
