@@ -147,6 +147,11 @@ class Codec:
         self._by_type[cls] = entry
         self._by_name[name] = entry
 
+    def registered_name(self, cls: type[Any]) -> str | None:
+        """The name ``cls`` is registered under, or ``None``."""
+        entry = self._by_type.get(cls)
+        return None if entry is None else entry.name
+
     def register_event(self, event_type: str, version: int) -> None:
         """Declare the current schema version of ``event_type`` (default 1)."""
         if version < 1:

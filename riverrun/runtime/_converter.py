@@ -242,8 +242,8 @@ class DataConverter:
             TypeError: ``cls`` is neither an attrs class nor an enum.
             ValueError: ``name`` is already registered to another class.
         """
-        existing = self.codec._by_type.get(cls)
-        if existing is not None and (name is None or existing.name == name):
+        existing = self.codec.registered_name(cls)
+        if existing is not None and (name is None or existing == name):
             return  # registered already (a shared converter, or the same list twice)
         self.codec.register_type(cls, name=name)
 
@@ -616,7 +616,7 @@ class DataConverter:
         cls = type(value)
         if cls in (str, int, float, bool, bytes) or value is None:
             return value
-        if cls in self.codec._by_type:
+        if self.codec.registered_name(cls) is not None:
             return value
         if isinstance(value, enum.Enum):
             return self._plain(value.value, path)
