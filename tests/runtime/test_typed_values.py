@@ -360,3 +360,25 @@ def test_auto_continue_as_new_refuses_class_arguments_at_registration() -> None:
 
     with pytest.raises(TypeError, match="argument 'state' of workflow 'auto_typed'"):
         Runtime.in_memory(workflows=[auto_typed])
+
+
+@step()
+async def takes_money(amount: Money) -> None:
+    return None
+
+
+@workflow()
+async def calls_takes_money() -> str:
+    try:
+        await takes_money(Money(1))
+    except SerializationError as err:
+        return str(err)
+    return "no error"
+
+
+async def test_a_step_hint_the_converter_cannot_handle_is_an_error_at_the_call(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=[calls_takes_money]) as rt:
+        message = await (await rt.client.start(calls_takes_money)).result(timeout=60)
+    assert "argument 'amount' of step 'takes_money': cannot handle the type hint Money" == message
