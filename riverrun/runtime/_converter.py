@@ -382,6 +382,8 @@ class DataConverter:
         if not isinstance(value, hint):
             if hint is float and isinstance(value, int) and not isinstance(value, bool):
                 return value
+            if hint is bytes and isinstance(value, bytearray | memoryview):
+                return bytes(value)  # as the codec carries them
             raise _Mismatch(path, f"expected {_name(hint)}, got {_got(value)}")
         obj: Any = value  # narrowed to object by the isinstance above
         if isinstance(obj, datetime):  # before date, its base class

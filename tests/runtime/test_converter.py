@@ -117,6 +117,13 @@ def test_each_kind_round_trips_through_bytes(value: Any, hint: Any) -> None:
     assert type(value) is type(decoded)
 
 
+def test_bytes_like_values_fit_a_bytes_hint_as_bytes() -> None:
+    converter = DataConverter()
+    assert b"ab" == converter.to_data(bytearray(b"ab"), bytes)
+    assert b"ab" == converter.to_data(memoryview(b"ab"), bytes)
+    assert 2 == converter.to_data(2, float)
+
+
 def test_encoding_is_deterministic_for_sets_of_strings() -> None:
     converter = DataConverter()
     words = [f"w{i}" for i in range(50)]
