@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import timedelta
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, TypeVar, overload
 
 import attrs
 
@@ -64,6 +64,8 @@ class Scope(Protocol):
     @property
     def definition(self) -> WorkflowDefinition | None: ...
 
+
+T = TypeVar("T")
 
 _scope: ContextVar[Scope | None] = ContextVar("riverrun_workflow_scope", default=None)
 
@@ -203,6 +205,22 @@ async def sleep(duration: float | int | str | timedelta) -> None:
     """Durably sleep: a timer that survives worker and server restarts."""
     current_scope("sleep()")
     await command_awaitable(StartTimer(seconds=parse_duration(duration)))
+
+
+@overload
+async def wait_for_signal(name: str, timeout: float | str | timedelta | None = None) -> Any: ...
+
+
+@overload
+async def wait_for_signal(
+    name: str, timeout: float | str | timedelta | None = None, *, type: type[T]
+) -> T: ...
+
+
+@overload
+async def wait_for_signal(
+    name: str, timeout: float | str | timedelta | None = None, *, type: Any
+) -> Any: ...
 
 
 async def wait_for_signal(
