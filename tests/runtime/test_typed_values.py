@@ -382,3 +382,23 @@ async def test_a_step_hint_the_converter_cannot_handle_is_an_error_at_the_call(
     async with make_runtime(workflows=[calls_takes_money]) as rt:
         message = await (await rt.client.start(calls_takes_money)).result(timeout=60)
     assert "argument 'amount' of step 'takes_money': cannot handle the type hint Money" == message
+
+
+async def test_a_start_by_name_from_another_process_is_decoded_by_the_worker(
+    nats_server: Any, namespace: str
+) -> None:
+    """A client that does not register the workflow sends plain data; the worker's hints
+    decode it. The handle, without the function, gets the result as plain data."""
+    key = f"by-name-{namespace}"
+    async with (
+        Runtime.connect(nats_server.url, namespace=namespace, workflows=[ship]),
+        Runtime.connect(nats_server.url, namespace=namespace, worker=False) as client_rt,
+    ):
+        handle = await client_rt.client.start("ship", key, ORDER, workflow_id=key)
+        result = await handle.result(timeout=60)
+    [(seen_order, _, _)] = _SEEN.pop(key)
+    assert ORDER == seen_order
+    assert "ax25 blue" == result["note"]
+    assert [{"sku": "a", "qty": 1, "color": "red"}, {"sku": "b", "qty": 2, "color": "blue"}] == (
+        result["items"]
+    )
