@@ -9,10 +9,11 @@ import attrs
 
 from ._commands import ParentClosePolicy, StartChild, command_awaitable
 from ._context import current_scope
-from ._converter import CallHints, active_converter
 from ._definitions import definition_of, is_workflow
+from ._hints import CallHints
 from ._machine import ChildHandle
 from ._options import MAX_WORKFLOW_ID, validate_workflow_id
+from ._typed_calls import active_converter
 
 __all__ = ["default_child_id", "execute_child", "start_child"]
 

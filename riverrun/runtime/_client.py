@@ -16,9 +16,9 @@ from .._errors import (
     WorkflowNotRunning,
 )
 from ..persistence import RunKey, RunStatus, WorkflowRun
-from ._converter import CallHints
 from ._definitions import definition_of, is_workflow
 from ._events import Event, to_event
+from ._hints import CallHints
 from ._options import validate_workflow_id
 from ._services import Services
 

@@ -17,8 +17,8 @@ import attrs
 
 from .._errors import CancellationError, NotInWorkflowError
 from ._commands import ScheduleStep, StartTimer, WaitSignal, command_awaitable
-from ._converter import active_converter
 from ._definitions import StepDefinition, WorkflowDefinition
+from ._typed_calls import active_converter
 
 __all__ = [
     "ContinueAsNew",

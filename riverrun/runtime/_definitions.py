@@ -10,7 +10,7 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 import attrs
 
 from .._errors import WorkflowNotRegistered
-from ._converter import LazyHints
+from ._hints import LazyHints
 
 __all__ = [
     "RetryPolicy",

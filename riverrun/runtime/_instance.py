@@ -46,7 +46,6 @@ from ..persistence import (
 )
 from ._commands import ScheduleStep, StartChild, StartTimer, WaitChild, WaitSignal
 from ._containment import is_step_fault, log_close_error, log_step_fault
-from ._converter import bind_converter, step_function
 from ._events import EventType
 from ._logcontext import (
     LogContext,
@@ -62,6 +61,7 @@ from ._logcontext import (
 from ._machine import Cancelled, Completed, ContinuedAsNew, Failed, Outcome, WorkflowMachine
 from ._quarantine import note_quarantined, quarantine_record, unusable
 from ._step_errors import bounded_message, error_details, error_message
+from ._typed_calls import bind_converter, step_function
 
 if TYPE_CHECKING:
     from ._services import Services

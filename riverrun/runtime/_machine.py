@@ -39,10 +39,10 @@ from ._commands import (
     command_awaitable,
 )
 from ._context import ContinueAsNew, WorkflowInfo, scope_var
-from ._converter import start_workflow
 from ._definitions import WorkflowDefinition
 from ._events import EventType
 from ._step_errors import error_message, rebuild_builtin
+from ._typed_calls import start_workflow
 
 __all__ = [
     "Cancelled",

@@ -22,13 +22,14 @@ from ..actors import ActorSystem
 from ..persistence import Backend, Clock
 from ..persistence._codec import Codec
 from ._client import Client
-from ._converter import DataConverter, check_workflow_hints
+from ._converter import DataConverter
 from ._definitions import WorkflowRegistry
 from ._machine import WorkflowMachine
 from ._options import RuntimeOptions
 from ._payloads import Payloads
 from ._services import Services
 from ._telemetry import Telemetry
+from ._typed_calls import check_workflow_hints
 from ._worker import Worker
 
 if TYPE_CHECKING:
