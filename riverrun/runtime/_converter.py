@@ -220,12 +220,21 @@ class DataConverter:
 
     # -- the walks --------------------------------------------------------------------------
 
+    def _hook(self, hint: Any) -> _Hook | None:
+        try:
+            return self._hooks.get(hint)
+        except TypeError:  # an unhashable hint (Annotated with a dict): no hook names it
+            return None
+
     def _encode(self, value: Any, hint: Any, path: str) -> Any:
         if hint is Any or (type(value) is hint and hint in SIMPLE):
             return value
-        hook = self._hooks.get(hint)
+        hook = self._hook(hint)
         if hook is not None:
-            return hook.encode(value)
+            try:
+                return hook.encode(value)
+            except Exception as exc:
+                raise Mismatch(path, f"the {hint_name(hint)} hook failed: {exc!r}") from exc
         origin = typing.get_origin(hint)
         if origin is not None:
             return self._encode_generic(value, hint, origin, path)
@@ -332,7 +341,7 @@ class DataConverter:
     def _decode(self, data: Any, hint: Any, path: str) -> Any:
         if hint is Any or (type(data) is hint and hint in SIMPLE):
             return data
-        hook = self._hooks.get(hint)
+        hook = self._hook(hint)
         if hook is not None:
             try:
                 return hook.decode(data)
@@ -488,7 +497,7 @@ class DataConverter:
             return cls(self._plain(v, path) for v in value)
         if isinstance(value, dict):
             return {self._plain(k, path): self._plain(v, f"{path}[{k!r}]") for k, v in value.items()}
-        hook = self._hooks.get(cls)
+        hook = self._hook(cls)
         if hook is not None:
             return hook.encode(value)
         if (dataclasses.is_dataclass(cls) or attrs.has(cls) or is_pydantic(cls)) and isinstance(
@@ -498,7 +507,7 @@ class DataConverter:
         return value  # the codec decides (datetime, UUID, ... or a clear error)
 
     def _check(self, hint: Any, seen: set[Any]) -> None:
-        if hint is Any or hint in self._hooks or hint is type(None):
+        if hint is Any or self._hook(hint) is not None or hint is type(None):
             return
         origin = typing.get_origin(hint)
         if origin is not None:

@@ -205,3 +205,18 @@ def test_check_hint_refuses_types_it_cannot_handle() -> None:
         converter.check_hint(type[int], "argument 'x' of workflow 'w'")
     converter.register(Plain, encode=lambda _: None, decode=lambda _: Plain())
     converter.check_hint(list[Plain], "argument 'x' of workflow 'w'")
+
+
+def test_a_failing_hook_is_a_serialization_error_naming_the_path() -> None:
+    class Plain:
+        pass
+
+    def broken(_: Plain) -> Any:
+        raise ValueError("nope")
+
+    converter = DataConverter()
+    converter.register(Plain, encode=broken, decode=lambda _: Plain())
+    with pytest.raises(SerializationError) as caught:
+        converter.to_data([Plain()], list[Plain], what="r")
+    assert "r[0]: the Plain hook failed: ValueError('nope')" == str(caught.value)
+    assert 1 == converter.to_data(1, Annotated[int, {"unhashable": []}])
