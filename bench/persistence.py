@@ -2,6 +2,7 @@
 
     python bench/persistence.py            # full run (about 2-4 minutes)
     python bench/persistence.py --quick    # scaled down (about 20 s)
+    python bench/persistence.py --converters   # only (d), no server (a few seconds)
 
 (a) appends: N sequential awaited ``JetStreamEventLog.append`` (fenced, idempotent) versus
     raw awaited ``js.publish`` of the same bytes into a stream of the same kind, on the same
@@ -12,6 +13,11 @@
 (c) truncation: stream bytes before and after truncating 1,000 runs of 20 events each to
     their last event (``truncate(keep_last=1)``).
 
+(d) converters: encode + decode of a typical ``step.completed`` event whose result is a small
+    dataclass (a few fields, a tz-aware datetime, a list), with today's codec and
+    DataConverter, against msgspec (typed msgpack Structs) and cattrs (its msgpack preconf
+    converter) on the same event. Needs ``pip install riverrun[bench]``.
+
 Prints figures and ratios; asserts nothing (speed is shown here, never in tests).
 """
 
@@ -19,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import sys
 import time
+import timeit
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -263,6 +271,104 @@ async def bench_truncate(backend: Backend, url: str, runs: int, per_run: int) ->
     )
 
 
+@dataclasses.dataclass
+class Shipment:
+    """The typical step result of (d)."""
+
+    order_id: str
+    carrier: str
+    weight_grams: int
+    shipped_at: datetime
+    parcels: list[str]
+
+
+def bench_converters(n: int) -> None:
+    import cattrs.preconf.msgpack
+    import msgpack
+    import msgspec
+
+    from riverrun import DataConverter
+    from riverrun.persistence._envelope import decode_event
+
+    shipment = Shipment(
+        order_id="o-17",
+        carrier="ups",
+        weight_grams=1_250,
+        shipped_at=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
+        parcels=["p-1", "p-2", "p-3"],
+    )
+    key = RunKey(workflow_id="wf-1", run_id="r-1")
+
+    # today's codec with the DataConverter: result by its hint, then the event envelope
+    converter = DataConverter()
+    codec = converter.codec
+
+    def ours() -> Shipment:
+        data = {"position": 3, "name": "ship", "result": converter.to_data(shipment, Shipment)}
+        raw = encode_event(codec, NewEvent(type="step.completed", timestamp=T0, data=data))
+        stored = decode_event(codec, raw, key=key, sequence=4)
+        decoded: Shipment = converter.from_data(stored.data["result"], Shipment)
+        return decoded
+
+    # msgspec: the same envelope as typed Structs, msgpack on the wire
+    data_struct = msgspec.defstruct(
+        "Data", [("position", int), ("name", str), ("result", Shipment)]
+    )
+    envelope_struct = msgspec.defstruct(
+        "Envelope",
+        [("type", str), ("schema_version", int), ("timestamp", datetime), ("data", data_struct)],
+        array_like=True,
+    )
+
+    encoder = msgspec.msgpack.Encoder()
+    decoder = msgspec.msgpack.Decoder(envelope_struct)
+
+    def with_msgspec() -> Shipment:
+        raw = encoder.encode(envelope_struct("step.completed", 1, T0, data_struct(3, "ship", shipment)))
+        return decoder.decode(raw).data.result
+
+    # cattrs: unstructure to msgpack-friendly data, msgpack, structure back
+    cattrs_converter = cattrs.preconf.msgpack.make_converter()
+
+    def with_cattrs() -> Shipment:
+        envelope = ["step.completed", 1, T0, {"position": 3, "name": "ship", "result": shipment}]
+        raw = cattrs_converter.dumps(envelope)
+        _type, _version, _timestamp, data = msgpack.unpackb(raw)
+        decoded: Shipment = cattrs_converter.structure(data["result"], Shipment)
+        return decoded
+
+    for fn in (ours, with_msgspec, with_cattrs):
+        assert fn() == shipment, fn.__name__
+    sizes = {
+        "ours": len(
+            encode_event(
+                codec,
+                NewEvent(
+                    type="step.completed",
+                    timestamp=T0,
+                    data={"position": 3, "name": "ship", "result": converter.to_data(shipment, Shipment)},
+                ),
+            )
+        ),
+        "msgspec": len(encoder.encode(envelope_struct("step.completed", 1, T0, data_struct(3, "ship", shipment)))),
+        "cattrs": len(
+            cattrs_converter.dumps(
+                ["step.completed", 1, T0, {"position": 3, "name": "ship", "result": shipment}]
+            )
+        ),
+    }
+    timings = {}
+    for name, fn in (("ours", ours), ("msgspec", with_msgspec), ("cattrs", with_cattrs)):
+        best = min(timeit.repeat(fn, number=n, repeat=5))
+        timings[name] = best / n * 1e6
+    print(f"(d) encode + decode of one step.completed event (dataclass result), best of 5 x {n:,}")
+    for name, micros in timings.items():
+        print(
+            f"    {name:8s} {micros:7.2f} us/event  {sizes[name]:4d} bytes  "
+            f"ratio to ours {micros / timings['ours']:.2f}"
+        )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="scale everything down")
@@ -272,7 +378,13 @@ async def main() -> None:
         default="always",
         help="nats-server sync_interval for (a): always (the embedded default) or default",
     )
+    parser.add_argument(
+        "--converters", action="store_true", help="run only (d): codec vs msgspec and cattrs"
+    )
     args = parser.parse_args()
+    if args.converters:
+        bench_converters(20_000 if args.quick else 100_000)
+        return
     appends = 1_000 if args.quick else 5_000
     others = 100_000 if args.quick else 1_000_000
     target = 2_000 if args.quick else 10_000

@@ -10,6 +10,7 @@ FROZEN = [
     "ChildHandle",
     "Client",
     "ContinueAsNew",
+    "DataConverter",
     "Event",
     "EventType",
     "HistoryLimits",

@@ -4,6 +4,9 @@
 a file path (``app/flows.py``) is accepted too. ``ATTR`` names a workflow or a list of them
 (dotted attributes work: ``registry.WORKFLOWS``); without it, every ``@workflow`` function
 found in the module's namespace is hosted.
+
+The data converter (how typed values are encoded) is ``--converter MODULE:ATTR``, else the
+module's ``riverrun_converter`` attribute when it has one, else the default ``DataConverter``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from ._settings import Settings, connection_options, log_options, pass_settings
 if TYPE_CHECKING:
     from riverrun import Runtime
 
-__all__ = ["is_workflow", "load_workflows", "worker"]
+__all__ = ["is_workflow", "load_converter", "load_workflows", "worker"]
 
 
 def is_workflow(obj: object) -> bool:
@@ -112,6 +115,39 @@ def load_workflows(target: str) -> list[Any]:
     return _dedupe(candidates)
 
 
+def load_converter(target: str, spec: str | None) -> Any:
+    """The ``DataConverter`` named by ``spec`` (``MODULE:ATTR``), or the ``riverrun_converter``
+    attribute of ``target``'s module, or ``None`` (the default converter)."""
+    from riverrun import DataConverter
+
+    if spec is None:
+        module = sys.modules.get(_module_name(target.partition(":")[0]))
+        found = getattr(module, "riverrun_converter", None)
+        where = f"{target.partition(':')[0]}.riverrun_converter"
+    else:
+        module_spec, _, attr = spec.partition(":")
+        if not module_spec or not attr:
+            fail(f"--converter {spec!r}: expected MODULE:ATTR", exit_code=ExitCode.USAGE)
+        try:
+            module = importlib.import_module(_module_name(module_spec))
+        except ModuleNotFoundError:
+            fail(f"--converter {spec!r}: no module named {module_spec!r}", exit_code=ExitCode.NOT_FOUND)
+        found = module
+        for part in attr.split("."):
+            if not hasattr(found, part):
+                fail(f"--converter {spec!r}: the module has no attribute {attr!r}", exit_code=ExitCode.NOT_FOUND)
+            found = getattr(found, part)
+        where = spec
+    if found is None:
+        return None
+    if not isinstance(found, DataConverter):
+        fail(
+            f"{where} is a {type(found).__name__}, not a riverrun.DataConverter",
+            exit_code=ExitCode.USAGE,
+        )
+    return found
+
+
 def _dedupe(items: Iterable[Any]) -> list[Any]:
     seen: set[int] = set()
     unique = []
@@ -143,6 +179,14 @@ def _dedupe(items: Iterable[Any]) -> list[Any]:
     metavar="HOST",
     help="Address the metrics endpoint listens on (env RIVERRUN_METRICS_HOST).",
 )
+@click.option(
+    "--converter",
+    envvar="RIVERRUN_CONVERTER",
+    default=None,
+    metavar="MODULE:ATTR",
+    help="The riverrun.DataConverter typed values go through (env RIVERRUN_CONVERTER; "
+    "default: the module's riverrun_converter attribute, else the default converter).",
+)
 @pass_settings
 def worker(
     settings: Settings,
@@ -151,6 +195,7 @@ def worker(
     log_format: str,
     metrics_port: int | None = None,
     metrics_host: str = "0.0.0.0",
+    converter: str | None = None,
 ) -> None:
     """Host the workflows of MODULE until SIGTERM or Ctrl-C, then shut down cleanly.
 
@@ -166,6 +211,7 @@ def worker(
     say = _status_logger() if json_logs else functools.partial(click.echo, err=True)
     try:
         workflows = load_workflows(target)
+        data_converter = load_converter(target, converter)
     except CliError:
         raise
     except Exception as exc:
@@ -180,7 +226,9 @@ def worker(
         # listen for signals before anything else, so that a SIGTERM or Ctrl-C that arrives
         # while connecting (or just after "hosting" is printed) still means a clean stop
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            options = {} if endpoint is None else {"meter_provider": endpoint.meter_provider}
+            options: dict[str, Any] = {"data_converter": data_converter}
+            if endpoint is not None:
+                options["meter_provider"] = endpoint.meter_provider
             async with open_runtime(settings, workflows=workflows, worker=True, **options) as runtime:
                 if endpoint is not None:
                     say(f"riverrun worker: metrics on {endpoint.url}")

@@ -5,7 +5,8 @@ packer, so ``dumps`` of a small dict costs well under a microsecond more than a 
 ``msgpack.packb``. Everything msgpack cannot carry natively goes through the ``default``
 hook as an ``ExtType`` whose payload is itself msgpack (encoded by the same rules), and
 comes back through ``ext_hook``. ``strict_types=True`` is what keeps a tuple a tuple (and a
-``StrEnum`` out of plain ``str``). The walk that names the offending path only runs after
+``StrEnum`` out of plain ``str``). Sets are written sorted where their items sort, so the
+same set encodes to the same bytes in every process. The walk that names the offending path only runs after
 ``packb`` has failed, so it costs nothing on the fast path. Never pickle: decoding stored
 bytes must never run code chosen by whoever wrote them.
 """
@@ -146,6 +147,11 @@ class Codec:
         self._by_type[cls] = entry
         self._by_name[name] = entry
 
+    def registered_name(self, cls: type[Any]) -> str | None:
+        """The name ``cls`` is registered under, or ``None``."""
+        entry = self._by_type.get(cls)
+        return None if entry is None else entry.name
+
     def register_event(self, event_type: str, version: int) -> None:
         """Declare the current schema version of ``event_type`` (default 1)."""
         if version < 1:
@@ -257,9 +263,9 @@ class Codec:
         if cls is Decimal:
             return msgpack.ExtType(_DECIMAL, str(obj).encode())
         if cls is set:
-            return msgpack.ExtType(_SET, self._pack(list(obj)))
+            return msgpack.ExtType(_SET, self._pack(_ordered(obj)))
         if cls is frozenset:
-            return msgpack.ExtType(_FROZENSET, self._pack(list(obj)))
+            return msgpack.ExtType(_FROZENSET, self._pack(_ordered(obj)))
         entry = self._by_type.get(cls)
         if entry is not None:
             if entry.fields is None:
@@ -357,6 +363,15 @@ class Codec:
         except Exception:
             return False
         return True
+
+
+def _ordered(items: set[Any] | frozenset[Any]) -> list[Any]:
+    """A set's items in a deterministic order where they sort (strings' hashes, and so a set's
+    iteration order, change from one process to the next); as they come otherwise."""
+    try:
+        return sorted(items)
+    except TypeError:
+        return list(items)
 
 
 def _datetime_parts(value: datetime) -> list[Any]:

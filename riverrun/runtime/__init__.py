@@ -15,6 +15,7 @@ from ._context import (
     sleep as sleep,
     wait_for_signal as wait_for_signal,
 )
+from ._converter import DataConverter as DataConverter
 from ._definitions import (
     RetryPolicy as RetryPolicy,
     is_workflow as is_workflow,
@@ -37,6 +38,7 @@ __all__ = [
     "ChildHandle",
     "Client",
     "ContinueAsNew",
+    "DataConverter",
     "Event",
     "EventType",
     "HistoryLimits",

@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import attrs
+
 from ._commands import ParentClosePolicy, StartChild, command_awaitable
 from ._context import current_scope
 from ._definitions import definition_of, is_workflow
+from ._hints import CallHints
 from ._machine import ChildHandle
 from ._options import MAX_WORKFLOW_ID, validate_workflow_id
+from ._typed_calls import active_converter
 
 __all__ = ["default_child_id", "execute_child", "start_child"]
 
@@ -46,11 +50,14 @@ async def start_child(
     scope = current_scope("start_child()")
     if is_workflow(wf):
         name = definition_of(wf).name
+        hints = definition_of(wf).hints.get()
     elif isinstance(wf, str) and wf:
-        name = wf
+        name, hints = wf, None
     else:
         raise TypeError(f"start_child() needs a @workflow function or name, not {wf!r}")
     policy = ParentClosePolicy(parent_close_policy)
+    # by the child's hints (by name: plain data, which the child decodes by its own hints)
+    args, kwargs = active_converter().encode_call(hints, args, kwargs)
     scope.check_serializable({"args": list(args), "kwargs": kwargs}, f"child {name}() arguments")
     info = scope.info()
     if workflow_id is None:
@@ -67,7 +74,22 @@ async def start_child(
             parent_close_policy=policy,
         )
     )
+    if hints is not None and hints.typed_result:
+        return TypedChildHandle(
+            workflow_id=handle.workflow_id, first_run_id=handle.first_run_id, hints=hints
+        )
     return handle
+
+
+@attrs.define(eq=False)
+class TypedChildHandle(ChildHandle):
+    """A child started with its function: ``result()`` decodes by its return hint."""
+
+    hints: CallHints = attrs.field(repr=False)
+
+    async def result(self) -> Any:
+        data = await super().result()
+        return active_converter().decode_result(self.hints, data)
 
 
 async def execute_child(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, TypeVar, TypeVarTuple, overload
@@ -19,6 +20,7 @@ from .._errors import (
 from ..persistence import RunKey, RunStatus, WorkflowRun
 from ._definitions import definition_of, is_workflow
 from ._events import Event, to_event
+from ._hints import CallHints
 from ._options import validate_workflow_id
 from ._services import Services
 from ._waiting import WaitingOn, waiting_on
@@ -90,23 +92,29 @@ class Client:
         """
         services = self._services
         version: str | None = None
+        hints: CallHints | None = None
         if is_workflow(wf):
             definition = definition_of(wf)
             name, version = definition.name, definition.version
+            hints = definition.hints.get()
         elif isinstance(wf, str):
             name = wf
             if name in services.registry:
                 version = services.registry.get(name).version
+                hints = services.registry.get(name).hints.get()
         else:
             raise TypeError(f"start() needs a @workflow function or a workflow name, not {wf!r}")
-        import uuid
 
         workflow_id = validate_workflow_id(uuid.uuid4().hex if workflow_id is None else workflow_id)
+        # by the workflow's hints (by a name unknown here: plain data, decoded by the worker)
+        args, kwargs = services.payloads.converter.encode_call(hints, args, kwargs)
         services.payloads.check({"args": list(args), "kwargs": kwargs}, f"{name}() arguments")
         run_id = await services.start_chain(
             name, args, kwargs, workflow_id=workflow_id, version=version
         )
-        return WorkflowHandle(client=self, workflow_id=workflow_id, first_run_id=run_id)
+        handle: WorkflowHandle[Any] = WorkflowHandle(client=self, workflow_id=workflow_id, first_run_id=run_id)
+        handle._result_hints = hints  # result() decodes by the workflow's return hint
+        return handle
 
     def get_handle(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle on an existing chain (``first_run_id`` is looked up on first use)."""
@@ -244,7 +252,10 @@ class Client:
         current = await self._locate(workflow_or_run_id)
         if current.status in _ENDED:
             raise _not_running(current, f"signal {name!r} was not sent")
-        packed = await self._services.payloads.pack(payload, f"signal {name!r} payload")
+        what = f"signal {name!r} payload"
+        # the hint is on the receiving side (wait_for_signal(name, type=...)): plain data
+        plain = self._services.payloads.converter.to_plain(payload, what=what)
+        packed = await self._services.payloads.pack(plain, what)
         with self._services.telemetry.sending_signal(name, current.workflow_id) as traced:
             await self._services.backend.inbox.send(
                 current.workflow_id,
@@ -381,6 +392,7 @@ class WorkflowHandle(Generic[T]):
     client: Client = attrs.field(repr=False)
     workflow_id: str
     first_run_id: str
+    _result_hints: CallHints | None = attrs.field(default=None, init=False, repr=False)
 
     async def _first_run_id(self) -> str:
         if not self.first_run_id:
@@ -440,7 +452,11 @@ class WorkflowHandle(Generic[T]):
     async def _settle(self, run: WorkflowRun) -> Any:
         """The result of a chain whose last run is ``run`` (terminal), or its error."""
         if run.status == RunStatus.COMPLETED:
-            return await self.client._services.payloads.unpack(run.result)
+            payloads = self.client._services.payloads
+            result = await payloads.unpack(run.result)
+            if self._result_hints is None:
+                return result
+            return payloads.converter.decode_result(self._result_hints, result)
         if run.status == RunStatus.CANCELLED:
             raise CancellationError(f"workflow {self.workflow_id!r} was cancelled")
         error = WorkflowFailed(f"workflow {self.workflow_id!r} failed in run {run.run_id}: {run.error}")

@@ -11,13 +11,14 @@ import re
 from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import timedelta
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, TypeVar, overload
 
 import attrs
 
 from .._errors import CancellationError, NotInWorkflowError
 from ._commands import ScheduleStep, StartTimer, WaitSignal, command_awaitable
-from ._definitions import StepDefinition
+from ._definitions import StepDefinition, WorkflowDefinition
+from ._typed_calls import active_converter
 
 __all__ = [
     "ContinueAsNew",
@@ -60,6 +61,11 @@ class Scope(Protocol):
 
     def check_continuation(self, version: str | None) -> None: ...
 
+    @property
+    def definition(self) -> WorkflowDefinition | None: ...
+
+
+T = TypeVar("T")
 
 _scope: ContextVar[Scope | None] = ContextVar("riverrun_workflow_scope", default=None)
 
@@ -121,6 +127,11 @@ def _continue(version: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]
     if scope.cancel_requested:
         raise CancellationError("the workflow was cancelled; it cannot continue as new")
     scope.check_continuation(version)
+    # by the hints of the workflow continued (another version's are not at hand: plain data)
+    definition = scope.definition if version is None else None
+    args, kwargs = active_converter().encode_call(
+        definition.hints.get() if definition is not None else None, args, kwargs
+    )
     scope.check_serializable({"args": args, "kwargs": kwargs}, "continue_as_new arguments")
     raise ContinueAsNew._create(args, kwargs, version=version)
 
@@ -196,19 +207,50 @@ async def sleep(duration: float | int | str | timedelta) -> None:
     await command_awaitable(StartTimer(seconds=parse_duration(duration)))
 
 
-async def wait_for_signal(name: str, timeout: float | str | timedelta | None = None) -> Any:
+@overload
+async def wait_for_signal(name: str, timeout: float | str | timedelta | None = None) -> Any: ...
+
+
+@overload
+async def wait_for_signal(
+    name: str, timeout: float | str | timedelta | None = None, *, type: type[T]
+) -> T: ...
+
+
+@overload
+async def wait_for_signal(
+    name: str, timeout: float | str | timedelta | None = None, *, type: Any
+) -> Any: ...
+
+
+async def wait_for_signal(
+    name: str, timeout: float | str | timedelta | None = None, *, type: Any = Any
+) -> Any:
     """Wait for the next signal called ``name`` and return its payload.
 
     Signals are buffered: one sent before the workflow waits for it is not lost.
 
+    Args:
+        type: the payload's type (a type hint: a dataclass, ``list[Item]``, ``X | None``...):
+            the payload is decoded into it. Without it, the payload is plain data as the
+            codec carries it (a dataclass sent arrives as a dict of its fields).
+
     Raises:
         TimeoutError: ``timeout`` passed first.
+        SerializationError: the payload does not decode into ``type``.
     """
     current_scope("wait_for_signal()")
     if not isinstance(name, str) or not name:
         raise ValueError(f"signal name must be a non-empty string, got {name!r}")
     seconds = None if timeout is None else parse_duration(timeout)
-    return await command_awaitable(WaitSignal(name=name, timeout=seconds))
+    payload = await command_awaitable(WaitSignal(name=name, timeout=seconds))
+    if type is Any:
+        return payload
+    return active_converter().from_data(payload, type, what=f"signal {name!r} payload")
+
+
+async def _decoded(awaitable: Any, decode: Callable[[Any, Any], Any], hints: Any) -> Any:
+    return decode(hints, await awaitable)
 
 
 def make_step_wrapper(definition: StepDefinition) -> Callable[..., Any]:
@@ -217,7 +259,15 @@ def make_step_wrapper(definition: StepDefinition) -> Callable[..., Any]:
     def call_step(*args: Any, **kwargs: Any) -> Any:
         if _scope.get() is None:
             return fn(*args, **kwargs)
-        return command_awaitable(ScheduleStep(definition=definition, args=args, kwargs=kwargs))
+        hints = definition.hints.get()
+        if not hints.typed_args and not hints.typed_result:
+            return command_awaitable(ScheduleStep(definition=definition, args=args, kwargs=kwargs))
+        # typed: the arguments travel as data (a mismatch raises here, at the call), the
+        # recorded result comes back decoded by the return hint, live and on replay alike
+        converter = active_converter()
+        args, kwargs = converter.encode_call(hints, args, kwargs)
+        scheduled = command_awaitable(ScheduleStep(definition=definition, args=args, kwargs=kwargs))
+        return _decoded(scheduled, converter.decode_result, hints)
 
     call_step.__name__ = getattr(fn, "__name__", definition.name)
     call_step.__qualname__ = getattr(fn, "__qualname__", definition.name)

@@ -10,6 +10,7 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 import attrs
 
 from .._errors import WorkflowNotRegistered
+from ._hints import LazyHints
 
 __all__ = [
     "RetryPolicy",
@@ -61,6 +62,12 @@ class StepDefinition:
     fn: Callable[..., Awaitable[Any]]
     retry: RetryPolicy
     timeout: float | None
+    #: the function's type hints, resolved on first use (values are decoded by them)
+    hints: LazyHints = attrs.field(
+        default=attrs.Factory(lambda self: LazyHints(self.fn, "step", self.name), takes_self=True),
+        eq=False,
+        repr=False,
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -69,6 +76,14 @@ class WorkflowDefinition:
     version: str
     fn: Callable[..., Awaitable[Any]]
     auto_continue_as_new: bool = False
+    #: the function's type hints, resolved on first use (values are decoded by them)
+    hints: LazyHints = attrs.field(
+        default=attrs.Factory(
+            lambda self: LazyHints(self.fn, "workflow", self.name), takes_self=True
+        ),
+        eq=False,
+        repr=False,
+    )
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
@@ -197,6 +212,10 @@ class WorkflowRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._by_name)
+
+    def definitions(self) -> list[WorkflowDefinition]:
+        """Every registered definition, every version."""
+        return [d for versions in self._by_name.values() for d in versions.values()]
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name

@@ -62,6 +62,7 @@ from ._machine import Cancelled, Completed, ContinuedAsNew, Failed, Outcome, Wor
 from ._patching import marker_data, replay_order
 from ._quarantine import note_quarantined, quarantine_record, unusable
 from ._step_errors import bounded_message, error_details, error_message
+from ._typed_calls import bind_converter, step_function
 from ._versions import pin_version, record_version
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ class WorkflowInstance:
         """
         services = self.services
         self._log = bind_workflow(self.workflow_id)
+        bind_converter(services.payloads.converter)  # workflow code decodes values with it
         head = await services.backend.runs.get_head(self.workflow_id)
         if head is None:
             self.finished = True
@@ -482,7 +484,7 @@ class WorkflowInstance:
         attempt = machine.step_attempts + 1
         error: BaseException | None = None
         result: Any = None
-        fn = self._obs.step(definition.fn, definition.name, attempt)  # timed and traced
+        fn = self._obs.step(step_function(definition, services.payloads.converter), definition.name, attempt)  # timed and traced
         with anyio.CancelScope() as scope:
             self._step_scope = scope
             try:
@@ -511,7 +513,7 @@ class WorkflowInstance:
         position, name = command.position, definition.name
         if error is None:
             try:
-                stored = await services.payloads.pack(result, f"step {name!r} result")
+                stored = await services.payloads.pack_result(definition, result)
             except SerializationError as err:
                 # the step ran and its effect is done; running it again would return the
                 # same kind of value: the step fails, for good, at its await in the workflow

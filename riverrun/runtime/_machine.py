@@ -43,6 +43,7 @@ from ._definitions import WorkflowDefinition
 from ._events import EventType
 from ._patching import PatchState
 from ._step_errors import error_message, rebuild_builtin
+from ._typed_calls import start_workflow
 
 __all__ = [
     "Cancelled",
@@ -242,7 +243,7 @@ class WorkflowMachine:
         if data.get("cancel_requested"):
             self.cancel_requested = True
         try:
-            coro = self.definition.fn(*self.args, **self.kwargs)
+            coro = start_workflow(self.definition, self.args, self.kwargs)
         except TypeError as err:
             # the arguments do not fit the signature (the body of an async def has not run):
             # a bad start, which no restart can mend; the run fails with it

@@ -21,6 +21,7 @@ import attrs
 from .._errors import CodecError, SerializationError
 from ..persistence import PayloadStore
 from ..persistence._codec import Codec
+from ._converter import DataConverter
 
 __all__ = ["PayloadRef", "Payloads"]
 
@@ -45,6 +46,11 @@ class Payloads:
     store: PayloadStore
     codec: Codec
     threshold: int
+    #: turns typed values into data the codec carries (by type hints), and back
+    converter: DataConverter = attrs.field(
+        default=attrs.Factory(lambda self: DataConverter(codec=self.codec), takes_self=True),
+        kw_only=True,
+    )
     _recent: OrderedDict[str, bytes] = attrs.field(init=False, factory=OrderedDict)
     _recent_bytes: int = attrs.field(init=False, default=0)
 
@@ -61,7 +67,8 @@ class Payloads:
             raise SerializationError(
                 f"{what} cannot be serialized: {err}. Use values the codec carries: "
                 "builtins, timezone-aware datetimes, UUID, Decimal, registered attrs classes "
-                "and enums"
+                "and enums (Runtime(types=[...])); a dataclass, attrs class or pydantic model "
+                "travels where a type hint names it"
             ) from err
 
     def check(self, value: object, what: str) -> None:
@@ -86,6 +93,12 @@ class Payloads:
         ref = await self.store.put(data)
         self._remember(ref, data)
         return PayloadRef(ref=ref, size=len(data))
+
+    async def pack_result(self, definition: Any, result: Any) -> Any:
+        """A step's result, encoded by its return hint, then as :meth:`pack`."""
+        hints = definition.hints.get()
+        data = self.converter.encode_result(hints, result)
+        return await self.pack(data, f"step {definition.name!r} result")
 
     async def unpack(self, value: Any) -> Any:
         if isinstance(value, PayloadRef):

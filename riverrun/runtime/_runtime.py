@@ -23,12 +23,14 @@ from ..actors import ActorSystem
 from ..persistence import Backend, Clock, NatsSecurity, redact_url
 from ..persistence._codec import Codec
 from ._client import Client
+from ._converter import DataConverter
 from ._definitions import WorkflowRegistry
 from ._machine import WorkflowMachine
 from ._options import RuntimeOptions
 from ._payloads import Payloads
 from ._services import Services
 from ._telemetry import Telemetry
+from ._typed_calls import check_workflow_hints
 from ._worker import Worker
 
 if TYPE_CHECKING:
@@ -67,8 +69,15 @@ class Runtime:
         passivation: bool = True,
         meter_provider: MeterProvider | None = None,
         tracer_provider: TracerProvider | None = None,
+        data_converter: DataConverter | None = None,
+        types: Iterable[type[Any]] = (),
     ) -> None:
         """Args (every constructor takes these as keywords too):
+            data_converter: turns typed values (arguments, results, signal payloads) into
+                the codec's data and back by their type hints (default: ``DataConverter()``).
+                Every process of a namespace should use an equivalent one.
+            types: attrs classes and enums to register with the codec, so that they travel
+                where no type hint names them (``Any`` parameters, signals without ``type=``).
             meter_provider: where riverrun's metrics go (default: the global OpenTelemetry
                 meter provider, a no-op until an SDK sets one).
             tracer_provider: where riverrun's spans go (default: the global tracer provider,
@@ -77,6 +86,10 @@ class Runtime:
         self._factory = backend_factory
         self._telemetry = Telemetry(meter_provider=meter_provider, tracer_provider=tracer_provider)
         self.registry = WorkflowRegistry.of(workflows)
+        self.data_converter = data_converter if data_converter is not None else DataConverter()
+        for cls in types:
+            self.data_converter.register_type(cls)
+        check_workflow_hints(self.registry, self.data_converter)
         self._run_worker = worker
         self.options = options or RuntimeOptions()
         self._description = description
@@ -248,10 +261,13 @@ class Runtime:
         self._state = "starting"
         stack = contextlib.AsyncExitStack()
         try:
-            codec = Codec()
+            codec = self.data_converter.codec
             backend = await stack.enter_async_context(self._factory(codec))
             payloads = Payloads(
-                store=backend.payloads, codec=codec, threshold=self.options.payload_threshold
+                store=backend.payloads,
+                codec=codec,
+                threshold=self.options.payload_threshold,
+                converter=self.data_converter,
             )
             self._services = Services(
                 backend=backend,
@@ -317,7 +333,15 @@ class Runtime:
         await anyio.sleep_forever()
 
 
-_OWN = ("force_continue", "passivation", "options", "meter_provider", "tracer_provider")
+_OWN = (
+    "force_continue",
+    "passivation",
+    "options",
+    "meter_provider",
+    "tracer_provider",
+    "data_converter",
+    "types",
+)
 
 
 def _split(opts: dict[str, Any], **defaults: Any) -> dict[str, Any]:

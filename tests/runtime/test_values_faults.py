@@ -353,12 +353,17 @@ async def test_an_argument_that_contains_itself_is_a_serialization_error(
 ) -> None:
     cyclic: list[Any] = []
     cyclic.append(cyclic)
-    async with make_runtime(workflows=[echo_signal]) as rt:
+    async with make_runtime(workflows=[echo_signal, echo_any]) as rt:
         with pytest.raises(SerializationError, match=r"args'\]\[0\]\[0\]: the value contains"):
-            await rt.client.start(echo_signal, cyclic)
+            await rt.client.start(echo_any, cyclic)
         handle = await rt.client.start(echo_signal, "k")
         with pytest.raises(SerializationError, match="contains itself"):
             await handle.signal("big", cyclic)
+
+
+@workflow()
+async def echo_any(value: Any) -> Any:  # untyped: the value reaches the codec as it is
+    return value
 
 
 class BadStr(Exception):
