@@ -201,6 +201,7 @@ class WorkflowInstance:
             if outcome is None:
                 await self._resume_pending(machine)
                 outcome = await self._drive(machine)
+            await self._record_abandoned(machine)
             if isinstance(outcome, ContinuedAsNew):
                 old_run_id = machine.run_id
                 cursor = self._cursor(machine)
@@ -438,6 +439,16 @@ class WorkflowInstance:
                 await self._start_child(machine, command)
                 acted = True
         return acted
+
+    async def _record_abandoned(self, machine: WorkflowMachine) -> None:
+        """Before the terminal event: the cancellation of each step and timer the run left in
+        flight (their results, if they come, are discarded), and the timers' schedules."""
+        for type_, data in list(machine.abandoned.values()):
+            await self._record(machine, type_, data)
+        while machine.retired_timers:
+            await self.services.backend.inbox.cancel_schedule(
+                self.workflow_id, machine.retired_timers.pop()
+            )
 
     async def _idle(self) -> None:
         """Wait for an inbox message or a step's end; passivate after the configured idle

@@ -192,6 +192,9 @@ class WorkflowMachine:
     timers: dict[str, Any] = attrs.field(factory=dict)
     #: timers whose wait ended otherwise; the actor cancels their schedules
     retired_timers: list[str] = attrs.field(factory=list)
+    #: steps and started timers still in flight when the outcome was decided, by position:
+    #: the instance records their cancellation (type, data) before the terminal event
+    abandoned: dict[int, tuple[EventType, dict[str, Any]]] = attrs.field(factory=dict)
     loop: WorkflowEventLoop = attrs.field(init=False)
     _main: asyncio.Task[Any] | None = None
     _decided: Outcome | None = None
@@ -324,7 +327,9 @@ class WorkflowMachine:
             )
         self.loop.set_time(event.timestamp.timestamp())
         if self.outcome is not None and event.type not in _TERMINAL:
-            return  # the run has ended: nothing left to resolve
+            # the run has ended: only the cancellations of what it abandoned come now
+            self.abandoned.pop(event.data.get("position"), None)  # type: ignore[arg-type]
+            return
         handler(self, event.data, event.sequence)
         self._run()
 
@@ -374,7 +379,9 @@ class WorkflowMachine:
                 version=data.get("version"),
                 reason=data.get("reason"),
             )
+        self.commands.clear()  # the terminal event is recorded: nothing is left to record
         self._finish(outcome)
+        self.abandoned.clear()
 
     def _expect(self, kind: type[_C], data: Mapping[str, Any], seq: int, what: str) -> _C:
         """The live command the event's position names, which must be a ``kind``."""
@@ -661,6 +668,7 @@ class WorkflowMachine:
         if self._closed:
             return
         self._closed = True
+        self._abandon()
         self.commands.clear()
         loop = self.loop
         left = [task for task in loop.tasks if not task.done()]
@@ -682,6 +690,26 @@ class WorkflowMachine:
             if task.done() and not task.cancelled():
                 task.exception()  # retrieved: no "exception never retrieved" at collection
         loop.close()
+
+    def _abandon(self) -> None:
+        """Note the steps and started timers in flight as the run ends (``abandoned``)."""
+        for command in self.commands.values():
+            if isinstance(command, ScheduleStep):
+                self.abandoned[command.position] = (
+                    EventType.STEP_CANCELLED,
+                    {"position": command.position, "name": command.definition.name},
+                )
+            elif isinstance(command, StartTimer) and command.timer_id is not None:
+                if not command.cancelling:
+                    self.timers.pop(command.timer_id, None)
+                    self.retired_timers.append(command.timer_id)
+                self.abandoned[command.position] = (
+                    EventType.TIMER_CANCELLED,
+                    {"position": command.position, "timer_id": command.timer_id},
+                )
+            elif isinstance(command, WaitSignal) and command.timer_id is not None:
+                self.timers.pop(command.timer_id, None)
+                self.retired_timers.append(command.timer_id)
 
     def _take_signal(self, name: str) -> Any:
         for i, (signal_name, payload, _) in enumerate(self.signals):
