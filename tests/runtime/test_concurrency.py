@@ -172,8 +172,9 @@ async def continues_from_a_task(key: str, n: int) -> str:
         await double(key, 1)
         continue_as_new(key, 1)
 
-    asyncio.create_task(blocks(key, 99))  # in flight when the run continues
+    left = asyncio.create_task(blocks(key, 99))  # in flight when the run continues
     await asyncio.create_task(go())
+    await left
     return "unreachable"
 
 
@@ -200,15 +201,21 @@ def _calls(*keys: tuple[str, int]) -> Any:
     return called
 
 
+#: the last history read of each workflow id (read while its runtime is open)
+HISTORY: dict[str, list[Any]] = {}
+
+
 async def _types(handle: Any) -> list[EventType]:
-    return [e.type for e in await handle.events()]
+    HISTORY[handle.workflow_id] = events = await handle.events()
+    return [e.type for e in events]
 
 
 async def _replays_identically(handle: Any, expected: object) -> None:
     """The recorded history, replayed into a fresh machine, gives the recorded outcome."""
-    events = stored(await handle.events(), handle.workflow_id)
+    events = stored(HISTORY[handle.workflow_id], handle.workflow_id)
     machine = replay(ALL, events, handle.workflow_id)
     assert machine.outcome == expected
+    assert not machine.commands and not machine.abandoned
 
 
 async def test_gather_fans_out_and_in(make_runtime: RuntimeFactory, namespace_key: str) -> None:
@@ -247,6 +254,7 @@ async def test_task_group_and_create_task(make_runtime: RuntimeFactory, namespac
     async with make_runtime(workflows=ALL) as rt:
         group = await rt.client.start(task_group, key)
         assert 12 == await group.result(timeout=30)
+        await _types(group)
         tasks = await rt.client.start(creates_tasks, key + "-t")
         expected = {"first": f"{tasks.workflow_id}:2", "second": f"{tasks.workflow_id}:4"}
         assert expected == await tasks.result(timeout=30)
@@ -292,8 +300,8 @@ async def test_a_timeout_around_a_group_cancels_what_is_left(
     async with make_runtime(workflows=ALL) as rt:
         handle = await rt.client.start(times_out_a_group, key)
         assert "timed out" == await handle.result(timeout=30)
-        events = await handle.events()
-    types = [e.type for e in events]
+        types = await _types(handle)
+    events = HISTORY[handle.workflow_id]
     assert EventType.TIMER_FIRED in types
     cancelled = [e.data["position"] for e in events if e.type == EventType.STEP_CANCELLED]
     assert 2 == len(cancelled)  # the two steps still running; the quick one completed
@@ -307,6 +315,7 @@ async def test_wait_for_times_out_a_step(make_runtime: RuntimeFactory, namespace
     async with make_runtime(workflows=ALL) as rt:
         handle = await rt.client.start(waits_for_a_step, key)
         assert "timed out" == await handle.result(timeout=30)
+        await _types(handle)
         in_time = await rt.client.start(finishes_in_time, key)
         assert 10 == await in_time.result(timeout=30)
         types = await _types(in_time)
@@ -342,6 +351,7 @@ async def test_cancelling_the_workflow_cancels_its_fan_out(
         with pytest.raises(CancellationError):
             await handle.result(timeout=30)
         assert RunStatus.CANCELLED == (await handle.describe()).status
+        await _types(handle)
     assert 2 == CANCELLED[key]
     assert 1 == CALLS[(key, 9)]  # the cleanup step ran
     await _replays_identically(handle, Cancelled(message="workflow cancelled"))
