@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar, cast
@@ -138,6 +139,7 @@ class ChildHandle:
 
 
 Lookup = Callable[[str, str | None], WorkflowDefinition]
+_log = logging.getLogger("riverrun.workflow")
 _C = TypeVar("_C", bound=Command)
 
 
@@ -302,9 +304,20 @@ class WorkflowMachine:
             future.exception()  # a cancellation delivered here: the timer just never fires
 
     def _loop_error(self, context: dict[str, Any]) -> None:
+        """What asyncio reports on the workflow's loop: a task that failed with nobody
+        awaiting it (a fire-and-forget ``create_task``), a callback that raised."""
         error = context.get("exception")
-        if self.on_close_error is not None and isinstance(error, BaseException):
+        if self._closed and self.on_close_error is not None and isinstance(error, BaseException):
             self.on_close_error(self, error)
+            return
+        _log.log(
+            logging.DEBUG if self.replaying else logging.WARNING,
+            "workflow %s run %s: %s: %r",
+            self.workflow_id,
+            self.run_id,
+            context.get("message", "error in workflow code"),
+            error,
+        )
 
     # -- applying events -------------------------------------------------------------------
 
@@ -581,6 +594,9 @@ class WorkflowMachine:
             self._finish(self._decided)
             return
         self._sweep()
+        tasks = self.loop.tasks
+        if len(tasks) > 64:
+            tasks[:] = [task for task in tasks if not task.done()]
 
     def _sweep(self) -> None:
         """Commands the code gave up on during the run (a cancelled task, a timeout)."""

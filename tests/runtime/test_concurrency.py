@@ -178,7 +178,25 @@ async def continues_from_a_task(key: str, n: int) -> str:
     return "unreachable"
 
 
+@workflow()
+async def asyncio_sleeps(key: str) -> str:
+    await asyncio.sleep(0)  # a plain yield to the other tasks
+    await asyncio.sleep(0.05)  # a durable timer
+    return "slept"
+
+
+@workflow()
+async def opens_a_socket(key: str) -> str:
+    try:
+        await asyncio.open_connection("127.0.0.1", 9)
+    except RuntimeError as err:
+        return type(err).__name__ + ": " + str(err)
+    return "connected"
+
+
 ALL = [
+    asyncio_sleeps,
+    opens_a_socket,
     gathers,
     task_group,
     creates_tasks,
@@ -370,3 +388,16 @@ async def test_continue_as_new_from_a_task_abandons_what_is_in_flight(
     assert EventType.WORKFLOW_CONTINUED_AS_NEW == first[-1].type
     machine = replay(ALL, stored(first, handle.workflow_id), handle.workflow_id)
     assert isinstance(machine.outcome, ContinuedAsNew)
+
+
+async def test_asyncio_sleep_is_a_durable_timer_and_io_is_refused(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(workflows=ALL) as rt:
+        handle = await rt.client.start(asyncio_sleeps, "s")
+        assert "slept" == await handle.result(timeout=30)
+        types = await _types(handle)
+        refused = await (await rt.client.start(opens_a_socket, "io")).result(timeout=30)
+    assert [EventType.TIMER_STARTED, EventType.TIMER_FIRED] == types[1:3]
+    assert refused.startswith("WorkflowLoopError: loop.create_connection()")
+    assert "do this in a @step" in refused
