@@ -73,7 +73,7 @@ def test_enum_values_are_the_design_strings() -> None:
         "continued_as_new",
     ] == [s.value for s in riverrun.RunStatus]
     assert "workflow.continued_as_new" == riverrun.EventType.WORKFLOW_CONTINUED_AS_NEW.value
-    assert 17 == len(riverrun.EventType)
+    assert 19 == len(riverrun.EventType)  # + step.cancelled, timer.cancelled
 
 
 def test_error_tree() -> None:

@@ -151,6 +151,9 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
                 coro.close()
             raise WorkflowLoopError("the workflow's run has ended; no task can start in it")
         task = asyncio.Task(coro, loop=self, name=name, context=context)
+        # a run left in memory half-way (passivated, its worker stopped) is dropped with its
+        # tasks pending: normal, and replayed when it is hosted again
+        task._log_destroy_pending = False  # type: ignore[attr-defined]
         self.tasks.append(task)
         return task
 

@@ -696,9 +696,7 @@ class WorkflowMachine:
             if self.on_close_error is not None:
                 self.on_close_error(self, err)
         for task in left:
-            if not task.done():
-                task._log_destroy_pending = False  # type: ignore[attr-defined]
-            elif not task.cancelled():
+            if task.done() and not task.cancelled():
                 error = task.exception()
                 if error is not None and self.on_close_error is not None:
                     self.on_close_error(self, error)
