@@ -147,6 +147,12 @@ def _ignore(handle: asyncio.TimerHandle) -> None:
     pass  # a cancelled timer handle is noticed by ``_sweep`` after the run
 
 
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
 def _only_cancellations(error: BaseException) -> bool:
     """A (nested) exception group of nothing but CancellationErrors (a TaskGroup's)."""
     if isinstance(error, BaseExceptionGroup):
@@ -647,7 +653,8 @@ class WorkflowMachine:
             # CancelledError included: nothing outside cancels the main task, so it is the
             # workflow's own doing and ends only its run
             if self.cancel_requested and _only_cancellations(err):
-                self._decided = Cancelled(message=error_message(err) or "workflow cancelled")
+                leaf = _first_leaf(err)
+                self._decided = Cancelled(message=error_message(leaf) or "workflow cancelled")
             else:
                 self._decided = Failed(error_type=type(err).__name__, message=error_message(err))
             return

@@ -13,6 +13,7 @@ import pytest
 from riverrun import (
     CancellationError,
     EventType,
+    RetryPolicy,
     RunStatus,
     continue_as_new,
     execute_child,
@@ -194,7 +195,30 @@ async def opens_a_socket(key: str) -> str:
     return "connected"
 
 
+@step(retry=RetryPolicy(max_attempts=3, initial_interval=0.01))
+async def flaky(key: str, i: int) -> int:
+    CALLS[(key, i)] += 1
+    if CALLS[(key, i)] < 2:
+        raise ConnectionError(f"flaky {i}")
+    return i
+
+
+@workflow()
+async def retries_together(key: str) -> list[int]:
+    return list(await asyncio.gather(*(flaky(key, i) for i in range(4))))
+
+
+@workflow()
+async def cancelled_group(key: str) -> str:
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(blocks(key, 1))
+        tg.create_task(blocks(key, 2))
+    return "unreachable"
+
+
 ALL = [
+    retries_together,
+    cancelled_group,
     asyncio_sleeps,
     opens_a_socket,
     gathers,
@@ -401,3 +425,32 @@ async def test_asyncio_sleep_is_a_durable_timer_and_io_is_refused(
     assert [EventType.TIMER_STARTED, EventType.TIMER_FIRED] == types[1:3]
     assert refused.startswith("WorkflowLoopError: loop.create_connection()")
     assert "do this in a @step" in refused
+
+
+async def test_steps_in_flight_together_retry_on_their_own(
+    make_runtime: RuntimeFactory, namespace_key: str
+) -> None:
+    key = f"retry-{namespace_key}"
+    async with make_runtime(workflows=ALL) as rt:
+        handle = await rt.client.start(retries_together, key)
+        assert [0, 1, 2, 3] == await handle.result(timeout=30)
+        types = await _types(handle)
+    assert 4 == types.count(EventType.STEP_RETRYING) == types.count(EventType.STEP_COMPLETED)
+    assert all(CALLS[(key, i)] == 2 for i in range(4))
+    await _replays_identically(handle, Completed(result=[0, 1, 2, 3]))
+
+
+async def test_cancelling_a_task_group_cancels_the_workflow(
+    make_runtime: RuntimeFactory, namespace_key: str
+) -> None:
+    key = f"tg-cancel-{namespace_key}"
+    async with make_runtime(workflows=ALL) as rt:
+        handle = await rt.client.start(cancelled_group, key)
+        await wait_until(_calls((key, 1), (key, 2)))
+        assert await handle.cancel()
+        with pytest.raises(CancellationError):
+            await handle.result(timeout=30)
+        types = await _types(handle)
+    assert 2 == CANCELLED[key]
+    assert EventType.WORKFLOW_CANCELLED == types[-1]
+    await _replays_identically(handle, Cancelled(message="workflow cancelled"))
