@@ -270,7 +270,8 @@ class WorkflowMachine:
         self._next_position += 1
         if isinstance(command, StartChild) and command.make_id is not None:
             command.workflow_id = command.make_id(command.position)
-        if self.cancel_requested and not self._cancel_delivered:
+        awaited = not (isinstance(command, StartTimer) and command.handle is not None)
+        if self.cancel_requested and not self._cancel_delivered and awaited:
             self._cancel_delivered = True
             future.set_exception(CancellationError("workflow cancelled"))
             return future
@@ -304,10 +305,8 @@ class WorkflowMachine:
 
     def _call_at(self, handle: asyncio.TimerHandle) -> None:
         """``loop.call_at`` from workflow code (``asyncio.timeout``...): a durable timer."""
-        command = StartTimer(seconds=max(0.0, handle.when() - self.loop.time()), handle=handle)
-        future = self.issue(command)
-        if future.done() and not future.cancelled():
-            future.exception()  # a cancellation delivered here: the timer just never fires
+        # its future is never awaited: the firing runs the handle's callback
+        self.issue(StartTimer(seconds=max(0.0, handle.when() - self.loop.time()), handle=handle))
 
     def _loop_error(self, context: dict[str, Any]) -> None:
         """What asyncio reports on the workflow's loop: a task that failed with nobody
@@ -535,6 +534,8 @@ class WorkflowMachine:
             future = command.future
             if future is None or future.done() or command.cancelling:
                 continue
+            if isinstance(command, StartTimer) and command.handle is not None:
+                continue  # a timeout's timer: the code awaits what it bounds, not the timer
             self._cancel_delivered = True
             future.set_exception(CancellationError(reason))
             if isinstance(command, StartChild):

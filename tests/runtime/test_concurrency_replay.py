@@ -11,11 +11,18 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from riverrun import NonDeterminismError, sleep, step, wait_for_signal, workflow
+from riverrun import (
+    CancellationError,
+    NonDeterminismError,
+    sleep,
+    step,
+    wait_for_signal,
+    workflow,
+)
 from riverrun.persistence import RunKey, StoredEvent
 from riverrun.runtime._commands import ScheduleStep, StartChild, StartTimer, WaitSignal
 from riverrun.runtime._events import EventType
-from riverrun.runtime._machine import Completed, WorkflowMachine
+from riverrun.runtime._machine import Cancelled, Completed, WorkflowMachine
 
 from .replaying import RecordingMachine, new_machine, replay
 
@@ -192,3 +199,34 @@ def test_a_history_that_disagrees_with_the_code_names_the_operation() -> None:
     with pytest.raises(NonDeterminismError, match="position 9") as caught:
         replay(WORKFLOWS, events)
     assert "'work'" in str(caught.value)  # the operations in flight are named
+
+
+@workflow()
+async def cleans_up_inside_a_timeout() -> str:
+    async with asyncio.timeout(100):
+        try:
+            await work(1)
+        except CancellationError:
+            await work(2)  # cleanup, still bounded by the timeout
+            raise
+    return "unreachable"
+
+
+def test_a_cancel_request_leaves_a_timeout_armed_for_the_cleanup() -> None:
+    sim = Simulator(random.Random(0), signals=0)
+    sim.machine = new_machine([cleans_up_inside_a_timeout])
+    sim.record(EventType.WORKFLOW_STARTED, {"workflow_name": "cleans_up_inside_a_timeout"})
+    machine = sim.machine
+    timer, first = machine.commands.values()
+    assert isinstance(timer, StartTimer) and timer.handle is not None
+    assert isinstance(first, ScheduleStep) and 2 == first.position
+    sim.record(EventType.TIMER_STARTED, {"position": timer.position, "timer_id": "t1"})
+    sim.record(EventType.CANCELLATION_REQUESTED, {"reason": "stop"})
+    # the step in flight got the CancellationError; the timeout's timer did not
+    assert [1, 3] == list(machine.commands)
+    assert not timer.cancelling and "t1" in machine.timers
+    sim.record(EventType.STEP_COMPLETED, {"position": 3, "name": "work", "result": 4})
+    assert Cancelled(message="stop") == machine.outcome
+    # the timer left armed when the run ended: its cancellation is recorded before the end
+    assert {1: (EventType.TIMER_CANCELLED, {"position": 1, "timer_id": "t1"})} == machine.abandoned
+    assert ["t1"] == machine.retired_timers
