@@ -319,6 +319,8 @@ class WorkflowInstance:
         with anyio.CancelScope(shield=True):
             async with self._record_lock:
                 live = machine.commands.get(command.position) is command
+                if type_ in _STEP_RESULTS and command.cancelling:
+                    live = False  # given up on: its cancellation is recorded instead
                 if machine.outcome is None and live:
                     await self._append_apply(machine, type_, data)
                     return True
@@ -981,6 +983,10 @@ async def _run_jobs(
             await job()
     then_cancel.cancel()
 
+
+_STEP_RESULTS = frozenset(
+    {EventType.STEP_COMPLETED, EventType.STEP_FAILED, EventType.STEP_RETRYING}
+)
 
 #: inbox kinds that stop a workflow: parent-close policies ``cancel`` and ``terminate``
 _STOPPING = frozenset({"cancel", "terminate"})
