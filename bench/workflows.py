@@ -6,15 +6,18 @@ Prints, in one run, a raw-JetStream baseline and:
   W3  500 workflows of 5 steps started at once     (workflows/s)
   R   replay time of the current run after N lifetime events (continuing every 1,000)
       vs replay of a lone run of 1,000 events
+  W4  one workflow fanning out 100 steps of 50 ms (asyncio.gather) vs one 50 ms step plus
+      100 raw awaited js.publish (target <= 1.5x), and vs the same 100 steps one after another
   T   W1 and W3 with metrics (OpenTelemetry SDK + Prometheus reader) and with tracing (SDK +
       in-memory span exporter) against both disabled, as ratios (needs riverrun[otel])
 
-Usage: python bench/workflows.py [--quick] [--lifetime-events N] [--telemetry-only]
+Usage: python bench/workflows.py [--quick] [--lifetime-events N] [--telemetry-only] [--w4-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 import uuid
@@ -52,6 +55,52 @@ async def chunked(done: int, total: int, per_run: int) -> int:
     if done >= total:
         return done
     continue_as_new(done, total, per_run)
+
+
+@step()
+async def slow_work(i: int) -> int:
+    await anyio.sleep(0.05)  # a 50 ms remote call
+    return i
+
+
+@workflow()
+async def fan_out(n: int) -> int:
+    return sum(await asyncio.gather(*(slow_work(i) for i in range(n))))
+
+
+@workflow()
+async def slow_sequential(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += await slow_work(i)
+    return total
+
+
+async def w4(rt: Runtime, n: int = 100) -> None:
+    """W4: the fan-out against one 50 ms step plus ``n`` raw appends, and against sequential."""
+    assert rt.url is not None
+
+    async def timed(wf: Any, arg: int) -> float:
+        start = time.perf_counter()
+        handle = await rt.client.start(wf, arg)
+        await handle.result()
+        return time.perf_counter() - start
+
+    await timed(fan_out, 5)  # warm-up
+    one = await timed(slow_sequential, 1)
+    raw = await raw_baseline(rt.url, n)
+    fan = await timed(fan_out, n)
+    seq = await timed(slow_sequential, n)
+    floor = one + raw
+    print(f"W4: 1 workflow fanning out {n} steps of 50 ms: {fan:.3f}s = {fan / floor:.2f}x "
+          f"(one 50 ms step {one:.3f}s + {n} raw appends {raw:.3f}s = {floor:.3f}s; target <= "
+          f"1.5x); the same {n} steps sequentially: {seq:.3f}s ({seq / fan:.1f}x the fan-out)")
+
+
+async def w4_only() -> None:
+    """Only W4: ``--w4-only``."""
+    async with Runtime.embedded(workflows=[fan_out, slow_sequential]) as rt:
+        await w4(rt)
 
 
 async def _raw_stream(url: str) -> tuple[Any, Any]:
@@ -145,7 +194,7 @@ async def replay_seconds(rt: Runtime, workflow_id: str, run_id: str, repeat: int
 async def main(quick: bool, lifetime_events: int) -> None:
     steps = 300 if quick else 1_000
     w3_count = 100 if quick else 500
-    async with Runtime.embedded(workflows=[sequential, chunked]) as rt:
+    async with Runtime.embedded(workflows=[sequential, chunked, fan_out, slow_sequential]) as rt:
         assert rt.url is not None
         raw = await raw_baseline(rt.url, steps)
         raw_batch = await raw_batch_baseline(rt.url, 100)
@@ -191,6 +240,7 @@ async def main(quick: bool, lifetime_events: int) -> None:
               f"{w3_count / w3:.0f} workflows/s (target >= 2,000/s); raw JetStream doing "
               f"only their 7 fenced appends each, {w3_count} at once: {raw_w3:.3f}s = "
               f"{w3_count / raw_w3:.0f} workflows/s, ratio {w3 / raw_w3:.2f}x")
+        await w4(rt)
 
         # Replay: a lone run of 1,000 events vs the current run after many continuations.
         lone = await rt.client.start(sequential, 998)  # started + 998 steps + completed
@@ -303,7 +353,11 @@ if __name__ == "__main__":
     parser.add_argument("--telemetry-only", action="store_true",
                         help="only T (telemetry overhead) at small sizes: 300 steps, 100 workflows")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of T with --telemetry-only")
+    parser.add_argument("--w4-only", action="store_true", help="only W4 (fan-out of 100 steps)")
     ns = parser.parse_args()
+    if ns.w4_only:
+        anyio.run(w4_only)
+        raise SystemExit(0)
     if ns.telemetry_only:
         anyio.run(telemetry_only, ns.rounds)
         raise SystemExit(0)

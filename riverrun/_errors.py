@@ -68,6 +68,7 @@ __all__ = [
     "WorkflowAlreadyRunning",
     "WorkflowError",
     "WorkflowFailed",
+    "WorkflowLoopError",
     "WorkflowNotFound",
     "WorkflowNotRegistered",
     "WorkflowNotRunning",
@@ -186,6 +187,10 @@ class SerializationError(WorkflowError, TypeError):
 
 class NotInWorkflowError(WorkflowError, RuntimeError):
     """A call that only works inside a running workflow was made outside one."""
+
+
+class WorkflowLoopError(WorkflowError, RuntimeError):
+    """Workflow code asked its deterministic event loop for I/O, threads or real time."""
 
 
 class RuntimeClosed(WorkflowError, RuntimeError):

@@ -22,7 +22,14 @@ def run_example(name: str) -> list[str]:
 
 
 def test_every_example_is_tested() -> None:
-    tested = {"batch.py", "polling.py", "recurring.py", "queue_consumer.py", "long_running_sync.py"}
+    tested = {
+        "batch.py",
+        "polling.py",
+        "recurring.py",
+        "queue_consumer.py",
+        "long_running_sync.py",
+        "fan_out.py",
+    }
     assert tested == {p.name for p in EXAMPLES.glob("*.py")}
 
 
@@ -76,3 +83,13 @@ def test_long_running_sync() -> None:
     assert lines[2].startswith("run 2: automatic: history has 10 events (limit 10), carried ")
     assert "'cursor': 80, 'synced': 80" in lines[2]
     assert ["run 3: completed", "runs: 3", "target matches source: True"] == lines[3:]
+
+
+def test_fan_out() -> None:
+    lines = run_example("fan_out.py")
+    assert "result: {'status': 'shipped', 'total': 390, 'shipped': 20}" == lines[0]
+    assert [
+        "steps completed: 40",
+        "prices in flight together: True",
+        "shipments at once at most 3: True",
+    ] == lines[1:]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
 import attrs
 
-from ._commands import ParentClosePolicy, StartChild, command_awaitable
-from ._context import current_scope
+from ._commands import ParentClosePolicy, StartChild
+from ._context import current_scope, run_command
 from ._definitions import definition_of, is_workflow
 from ._hints import CallHints
 from ._machine import ChildHandle
@@ -60,18 +61,23 @@ async def start_child(
     args, kwargs = active_converter().encode_call(hints, args, kwargs)
     scope.check_serializable({"args": list(args), "kwargs": kwargs}, f"child {name}() arguments")
     info = scope.info()
+    make_id = None
     if workflow_id is None:
-        child_id = default_child_id(info.workflow_id, info.run_id, info.history_length)
+        # from the command's position, set when it is issued: children started together
+        # (asyncio.gather) get distinct ids, the same ones on replay
+        child_id = ""
+        make_id = functools.partial(default_child_id, info.workflow_id, info.run_id)
     else:
         # here, in the workflow's code: an invalid id must not reach the worker's start
         child_id = validate_workflow_id(workflow_id)
-    handle: ChildHandle = await command_awaitable(
+    handle: ChildHandle = await run_command(
         StartChild(
             workflow_name=name,
             args=args,
             kwargs=dict(kwargs),
             workflow_id=child_id,
             parent_close_policy=policy,
+            make_id=make_id,
         )
     )
     if hints is not None and hints.typed_result:

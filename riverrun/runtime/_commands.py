@@ -1,14 +1,17 @@
 """Commands: what workflow code asks the runtime to do when it awaits a riverrun operation.
 
-Workflow coroutines are driven by hand (``coro.send``): awaiting a step, a sleep, a signal or
-a child yields one of these objects to the state machine, which resolves it from history or
-hands it to the actor to carry out.
+Workflow code runs on the machine's deterministic event loop (``_loop.py``): awaiting a step,
+a sleep, a signal or a child *issues* one of these objects to the state machine, which numbers
+it (its position: the order of issue, a function of the history), gives it a future on the
+loop, and resolves that future from history; the instance carries out the commands that are
+live (several at once when workflow code runs operations concurrently).
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -37,8 +40,13 @@ class ParentClosePolicy(enum.StrEnum):
 
 @attrs.define(eq=False)
 class Command:
-    #: 1-based position of the command within its run, set by the state machine
+    #: 1-based position of the command within its run (order of issue), set by the machine
     position: int = attrs.field(default=0, kw_only=True)
+    #: what the awaiting workflow code gets, resolved when the command's event is applied
+    future: asyncio.Future[Any] | None = attrs.field(default=None, kw_only=True)
+    #: the workflow code gave up on it (its task was cancelled, a timeout): the instance
+    #: stops it and records the cancellation (``step.cancelled``/``timer.cancelled``)
+    cancelling: bool = attrs.field(default=False, kw_only=True)
 
 
 @attrs.define(eq=False)
@@ -53,6 +61,9 @@ class ScheduleStep(Command):
 class StartTimer(Command):
     seconds: float
     timer_id: str | None = None
+    #: set for the timers of ``loop.call_at`` (``asyncio.timeout``, ``wait_for``...): fired,
+    #: the handle's callback runs on the workflow's loop instead of a future resolving
+    handle: asyncio.TimerHandle | None = None
 
 
 @attrs.define(eq=False)
@@ -69,6 +80,8 @@ class StartChild(Command):
     kwargs: dict[str, Any]
     workflow_id: str
     parent_close_policy: ParentClosePolicy
+    #: the default child id from the command's position, when ``workflow_id`` is empty
+    make_id: Callable[[int], str] | None = None
 
 
 @attrs.define(eq=False)
@@ -76,17 +89,8 @@ class WaitChild(Command):
     child_workflow_id: str
 
 
-class _CommandAwaitable:
-    __slots__ = ("command",)
+def command_awaitable(command: Command) -> Awaitable[Any]:
+    """Issue ``command`` in the current workflow (at the first await) and return its result."""
+    from ._context import run_command  # _context builds on this module
 
-    def __init__(self, command: Command) -> None:
-        self.command = command
-
-    def __await__(self) -> Generator[Command, Any, Any]:
-        result = yield self.command
-        return result
-
-
-def command_awaitable(command: Command) -> Any:
-    """An awaitable that yields ``command`` to the driver and returns what it sends back."""
-    return _CommandAwaitable(command)
+    return run_command(command)

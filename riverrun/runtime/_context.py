@@ -1,14 +1,14 @@
 """The API workflow code calls: ``continue_as_new``, ``info``, ``sleep``, ``wait_for_signal``.
 
-A ContextVar, set by the state machine while it drives a workflow coroutine, is the only
-ambient lookup (STYLE 16); every function here reads it and raises ``NotInWorkflowError``
-(a ``RuntimeError``) when called outside a workflow.
+A ContextVar, set in the context of the workflow's main task (and so copied into every task
+that workflow code creates), is the only ambient lookup (STYLE 16); every function here reads
+it and raises ``NotInWorkflowError`` (a ``RuntimeError``) when called outside a workflow.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any, NoReturn, Protocol, TypeVar, overload
@@ -16,7 +16,7 @@ from typing import Any, NoReturn, Protocol, TypeVar, overload
 import attrs
 
 from .._errors import CancellationError, NotInWorkflowError
-from ._commands import ScheduleStep, StartTimer, WaitSignal, command_awaitable
+from ._commands import Command, ScheduleStep, StartTimer, WaitSignal
 from ._definitions import StepDefinition, WorkflowDefinition
 from ._typed_calls import active_converter
 
@@ -29,6 +29,7 @@ __all__ = [
     "info",
     "make_step_wrapper",
     "parse_duration",
+    "run_command",
     "sleep",
     "wait_for_signal",
 ]
@@ -63,6 +64,14 @@ class Scope(Protocol):
 
     @property
     def definition(self) -> WorkflowDefinition | None: ...
+
+    def issue(self, command: Command) -> Any:
+        """Number ``command`` and return the future its event will resolve."""
+        ...
+
+    def note_continue(self, request: ContinueAsNew) -> None:
+        """``continue_as_new()`` was called (in any task): the run ends with it."""
+        ...
 
 
 T = TypeVar("T")
@@ -133,7 +142,9 @@ def _continue(version: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]
         definition.hints.get() if definition is not None else None, args, kwargs
     )
     scope.check_serializable({"args": args, "kwargs": kwargs}, "continue_as_new arguments")
-    raise ContinueAsNew._create(args, kwargs, version=version)
+    request = ContinueAsNew._create(args, kwargs, version=version)
+    scope.note_continue(request)  # raised in a task that is not the main one, it still counts
+    raise request
 
 
 def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
@@ -204,7 +215,7 @@ def parse_duration(duration: float | int | str | timedelta) -> float:
 async def sleep(duration: float | int | str | timedelta) -> None:
     """Durably sleep: a timer that survives worker and server restarts."""
     current_scope("sleep()")
-    await command_awaitable(StartTimer(seconds=parse_duration(duration)))
+    await run_command(StartTimer(seconds=parse_duration(duration)))
 
 
 @overload
@@ -243,7 +254,7 @@ async def wait_for_signal(
     if not isinstance(name, str) or not name:
         raise ValueError(f"signal name must be a non-empty string, got {name!r}")
     seconds = None if timeout is None else parse_duration(timeout)
-    payload = await command_awaitable(WaitSignal(name=name, timeout=seconds))
+    payload = await run_command(WaitSignal(name=name, timeout=seconds))
     if type is Any:
         return payload
     return active_converter().from_data(payload, type, what=f"signal {name!r} payload")
@@ -251,6 +262,19 @@ async def wait_for_signal(
 
 async def _decoded(awaitable: Any, decode: Callable[[Any, Any], Any], hints: Any) -> Any:
     return decode(hints, await awaitable)
+
+
+def run_command(command: Command) -> Coroutine[Any, Any, Any]:
+    """Issue ``command`` in the current workflow when first awaited, and wait for its result.
+
+    A coroutine, so that ``asyncio.gather(step_a(), step_b())`` issues the steps in the order
+    gather starts them (argument order), and a step called but never awaited never runs.
+    """
+    return _run_command(command)
+
+
+async def _run_command(command: Command) -> Any:
+    return await current_scope("a riverrun operation").issue(command)
 
 
 def make_step_wrapper(definition: StepDefinition) -> Callable[..., Any]:
@@ -261,12 +285,12 @@ def make_step_wrapper(definition: StepDefinition) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         hints = definition.hints.get()
         if not hints.typed_args and not hints.typed_result:
-            return command_awaitable(ScheduleStep(definition=definition, args=args, kwargs=kwargs))
+            return run_command(ScheduleStep(definition=definition, args=args, kwargs=kwargs))
         # typed: the arguments travel as data (a mismatch raises here, at the call), the
         # recorded result comes back decoded by the return hint, live and on replay alike
         converter = active_converter()
         args, kwargs = converter.encode_call(hints, args, kwargs)
-        scheduled = command_awaitable(ScheduleStep(definition=definition, args=args, kwargs=kwargs))
+        scheduled = run_command(ScheduleStep(definition=definition, args=args, kwargs=kwargs))
         return _decoded(scheduled, converter.decode_result, hints)
 
     call_step.__name__ = getattr(fn, "__name__", definition.name)

@@ -227,7 +227,7 @@ class DataConverter:
             return None
 
     def _encode(self, value: Any, hint: Any, path: str) -> Any:
-        if hint is Any or (type(value) is hint and hint in SIMPLE):
+        if hint is Any or hint is object or (type(value) is hint and hint in SIMPLE):
             return value
         hook = self._hook(hint)
         if hook is not None:
@@ -339,7 +339,7 @@ class DataConverter:
         raise Mismatch(path, f"cannot handle the type hint {hint_name(hint)}")
 
     def _decode(self, data: Any, hint: Any, path: str) -> Any:
-        if hint is Any or (type(data) is hint and hint in SIMPLE):
+        if hint is Any or hint is object or (type(data) is hint and hint in SIMPLE):
             return data
         hook = self._hook(hint)
         if hook is not None:

@@ -26,8 +26,14 @@ class EventType(enum.StrEnum):
     STEP_COMPLETED = "step.completed"
     STEP_FAILED = "step.failed"
     STEP_RETRYING = "step.retrying"
+    #: workflow code gave up on the step (a timeout, a cancelled task, the workflow's
+    #: cancellation): its result, if it still comes, is not recorded
+    STEP_CANCELLED = "step.cancelled"
     TIMER_STARTED = "timer.started"
     TIMER_FIRED = "timer.fired"
+    #: workflow code gave up on a started timer (``asyncio.timeout`` left in time, a sleep's
+    #: task cancelled): it will not fire
+    TIMER_CANCELLED = "timer.cancelled"
     SIGNAL_RECEIVED = "signal.received"
     CHILD_STARTED = "child.started"
     CHILD_COMPLETED = "child.completed"

@@ -1,10 +1,12 @@
 """A workflow instance: hosts one ``workflow_id``'s chain, doing the I/O around the machine.
 
 Design note. The instance replays the current run's history into a ``WorkflowMachine``, then
-carries out the command the workflow is blocked on: it runs a step inline (one append per
-step: ``step.completed``), arms a durable timer, starts a child, or waits for its inbox. Every
-append goes through ``_record``, which appends with the run's last sequence as the fence and
-then applies the same event to the machine, so the live path and the replay path are one.
+carries out the commands the workflow has in flight: it runs steps as concurrent tasks (one
+append per step: ``step.completed``, bounded per worker by ``max_concurrent_steps``), arms
+durable timers, starts children, and otherwise waits for its inbox. Every append goes through
+``_record`` (one writer per run: a lock), which appends with the run's last sequence as the
+fence and then applies the same event to the machine, so the live path and the replay path
+are one.
 
 Continue-as-new is ``_hand_over``: the old run's terminal event and the new run's first event
 are written in one atomic batch fenced by the old run's last sequence. Everything after that
@@ -24,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._errors import (
@@ -44,7 +47,7 @@ from ..persistence import (
     WorkflowRun,
     as_stored,
 )
-from ._commands import ScheduleStep, StartChild, StartTimer, WaitChild, WaitSignal
+from ._commands import Command, ScheduleStep, StartChild, StartTimer, WaitSignal
 from ._containment import is_step_fault, log_close_error, log_step_fault
 from ._events import EventType
 from ._logcontext import (
@@ -95,7 +98,10 @@ class WorkflowInstance:
         self.machine: WorkflowMachine | None = None
         self.key: RunKey | None = None
         self._wakeup = anyio.Event()
-        self._step_scope: anyio.CancelScope | None = None
+        #: steps running, by position: the cancel scope of each one's task
+        self._steps: dict[int, anyio.CancelScope] = {}
+        #: one writer per run: appends are serialized (steps end concurrently)
+        self._record_lock = anyio.Lock()
         self._skipped_to = 0
         self._lease: Lease | None = None
         #: the inbox may hold unread messages: true at load, set again by notify()
@@ -114,8 +120,9 @@ class WorkflowInstance:
         """Something arrived in this workflow's inbox."""
         self._inbox_dirty = True
         self._wakeup.set()
-        if message is not None and message.kind in _STOPPING and self._step_scope is not None:
-            self._step_scope.cancel()  # steps in flight are cancelled cooperatively
+        if message is not None and message.kind in _STOPPING:
+            for scope in self._steps.values():
+                scope.cancel()  # steps in flight are cancelled cooperatively
 
     async def run(self) -> None:
         """Host the chain: replay, drive, hand over, until the chain ends or goes idle.
@@ -198,6 +205,7 @@ class WorkflowInstance:
             if outcome is None:
                 await self._resume_pending(machine)
                 outcome = await self._drive(machine)
+            await self._record_abandoned(machine)
             if isinstance(outcome, ContinuedAsNew):
                 old_run_id = machine.run_id
                 cursor = self._cursor(machine)
@@ -307,8 +315,33 @@ class WorkflowInstance:
         event through ``_materialize``, as on replay, before anything is written: an event
         whose references cannot be resolved is never recorded.
         """
+        async with self._record_lock:
+            await self._append_apply(machine, type_, data)
+
+    async def _record_live(
+        self, machine: WorkflowMachine, command: Command, type_: EventType, data: Mapping[str, Any]
+    ) -> bool:
+        """``_record`` if ``command`` is still live when its turn to write comes (the run may
+        have ended, or the workflow given up on it, meanwhile). Never torn by cancellation."""
+        with anyio.CancelScope(shield=True):
+            async with self._record_lock:
+                live = machine.commands.get(command.position) is command
+                if type_ in _STEP_RESULTS and command.cancelling:
+                    live = False  # given up on: its cancellation is recorded instead
+                if machine.outcome is None and live:
+                    await self._append_apply(machine, type_, data)
+                    return True
+        return False
+
+    async def _append_apply(
+        self, machine: WorkflowMachine, type_: EventType, data: Mapping[str, Any]
+    ) -> None:
         if type_ != EventType.WORKFLOW_PATCHED:
-            await self._record_patches(machine)  # a marker precedes what its decision led to
+            # a patch marker precedes whatever its decision led to
+            for patch_id in machine.patches.take_unrecorded():
+                await self._append_apply(
+                    machine, EventType.WORKFLOW_PATCHED, marker_data(patch_id)
+                )
         services = self.services
         assert self.key is not None
         sequence = machine.last_sequence + 1
@@ -349,6 +382,24 @@ class WorkflowInstance:
                 )
 
     async def _drive(self, machine: WorkflowMachine) -> Outcome:
+        """Carry out the machine's live commands until the run's outcome is decided.
+
+        Steps run as tasks of their own, concurrently, each recording its result when it
+        ends (in completion order: replay applies them in that order, which the machine makes
+        give the same workflow behaviour). Everything else is done here, in order of position.
+        At the outcome, steps still in flight are cancelled and their results discarded.
+        """
+        try:
+            async with anyio.create_task_group() as steps:
+                outcome = await self._drive_commands(machine, steps)
+                steps.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise _single(group) from None
+        finally:
+            self._steps.clear()
+        return outcome
+
+    async def _drive_commands(self, machine: WorkflowMachine, steps: anyio.abc.TaskGroup) -> Outcome:
         while True:
             await self._record_patches(machine)
             await self._consume_inbox(machine)
@@ -358,30 +409,72 @@ class WorkflowInstance:
                 )
             if machine.outcome is not None:
                 return machine.outcome
-            command = machine.pending
+            if not await self._dispatch(machine, steps):
+                await self._idle()
+
+    async def _dispatch(self, machine: WorkflowMachine, steps: anyio.abc.TaskGroup) -> bool:
+        """Act on every live command that needs it; whether anything was recorded."""
+        acted = False
+        limit = self.services.options.max_concurrent_steps
+        for position, scope in self._steps.items():
+            if position not in machine.commands:
+                scope.cancel()  # ended by a cancel request: its result is not wanted
+        for command in list(machine.commands.values()):
+            if machine.outcome is not None:
+                return True
+            if machine.commands.get(command.position) is not command:
+                continue  # ended by what was recorded meanwhile
             if isinstance(command, ScheduleStep):
-                with step_attempt(self._log, command.definition.name, machine.step_attempts + 1):
-                    await self._run_step(machine, command)
+                running = self._steps.get(command.position)
+                if running is not None:
+                    if command.cancelling:
+                        running.cancel()  # the task ends; then its cancellation is recorded
+                elif command.cancelling:
+                    acted |= await self._record_live(
+                        machine,
+                        command,
+                        EventType.STEP_CANCELLED,
+                        {"position": command.position, "name": command.definition.name},
+                    )
+                elif len(self._steps) < limit:
+                    scope = anyio.CancelScope()
+                    self._steps[command.position] = scope
+                    steps.start_soon(self._step_task, machine, command, scope)
+            elif isinstance(command, StartTimer) and command.cancelling:
+                # its schedule is cancelled through retired_timers
+                acted |= await self._record_live(
+                    machine,
+                    command,
+                    EventType.TIMER_CANCELLED,
+                    {"position": command.position, "timer_id": command.timer_id},
+                )
             elif isinstance(command, StartTimer | WaitSignal):
                 if command.timer_id is None and (
                     isinstance(command, StartTimer) or command.timeout is not None
                 ):
                     seconds = command.seconds if isinstance(command, StartTimer) else command.timeout
                     assert seconds is not None
-                    await self._start_timer(machine, command.position, seconds)
-                else:
-                    await self._idle()
+                    acted |= await self._start_timer(machine, command, seconds)
             elif isinstance(command, StartChild):
                 await self._start_child(machine, command)
-            elif isinstance(command, WaitChild):
-                await self._idle()
-            else:  # pragma: no cover - the machine only yields the commands above
-                raise AssertionError(f"unexpected command {command!r}")
+                acted = True
+        return acted
+
+    async def _record_abandoned(self, machine: WorkflowMachine) -> None:
+        """Before the terminal event: the cancellation of each step and timer the run left in
+        flight (their results, if they come, are discarded), and the timers' schedules."""
+        for type_, data in list(machine.abandoned.values()):
+            await self._record(machine, type_, data)
+        while machine.retired_timers:
+            await self.services.backend.inbox.cancel_schedule(
+                self.workflow_id, machine.retired_timers.pop()
+            )
 
     async def _idle(self) -> None:
-        """Wait for an inbox message; passivate after the configured idle time."""
+        """Wait for an inbox message or a step's end; passivate after the configured idle
+        time (never while steps are in flight)."""
         passivate_after = self.services.options.passivate_after
-        if passivate_after is None or not self.services.passivation_enabled:
+        if passivate_after is None or not self.services.passivation_enabled or self._steps:
             await self._wakeup.wait()
         else:
             with anyio.move_on_after(passivate_after.total_seconds()):
@@ -477,16 +570,37 @@ class WorkflowInstance:
         else:
             self._skipped_to = max(self._skipped_to, seq)
 
-    async def _run_step(self, machine: WorkflowMachine, command: ScheduleStep) -> None:
+    async def _step_task(
+        self, machine: WorkflowMachine, command: ScheduleStep, scope: anyio.CancelScope
+    ) -> None:
+        """Run one step (attempt after attempt) under the worker's step limit."""
+        try:
+            with scope:
+                while True:
+                    attempt = command.attempt
+                    with step_attempt(self._log, command.definition.name, attempt):
+                        again = await self._run_step(machine, command, attempt)
+                    if not again:
+                        return
+            # cancelled (the workflow gave up on it, a cancel request): the drive loop records
+            # what follows; a step cancelled by a stop message the run has not recorded as a
+            # cancellation is started again
+        finally:
+            if self._steps.get(command.position) is scope:
+                del self._steps[command.position]
+            self._wakeup.set()
+
+    async def _run_step(self, machine: WorkflowMachine, command: ScheduleStep, attempt: int) -> bool:
+        """One attempt; records its outcome. True to try again (after the backoff)."""
         services = self.services
         definition = command.definition
         policy = definition.retry
-        attempt = machine.step_attempts + 1
         error: BaseException | None = None
         result: Any = None
-        fn = self._obs.step(step_function(definition, services.payloads.converter), definition.name, attempt)  # timed and traced
-        with anyio.CancelScope() as scope:
-            self._step_scope = scope
+        # decoded by the step's hints, timed and traced
+        typed = step_function(definition, services.payloads.converter)
+        fn = self._obs.step(typed, definition.name, attempt)
+        async with services.step_limiter:
             try:
                 if definition.timeout is not None:
                     with anyio.fail_after(definition.timeout):
@@ -503,13 +617,6 @@ class WorkflowInstance:
                 error = exc
                 assert self.key is not None
                 log_step_fault(self.workflow_id, self.key.run_id, definition.name, attempt, exc)
-            finally:
-                self._step_scope = None
-        if scope.cancelled_caught:
-            # cancelled by a cancel request: record it; the workflow sees CancellationError
-            self._wakeup.set()
-            await self._consume_inbox(machine)
-            return
         position, name = command.position, definition.name
         if error is None:
             try:
@@ -518,20 +625,22 @@ class WorkflowInstance:
                 # the step ran and its effect is done; running it again would return the
                 # same kind of value: the step fails, for good, at its await in the workflow
                 await self._record_step_failed(machine, command, err, attempt)
-                return
-            await self._record(
+                return False
+            await self._record_live(
                 machine,
+                command,
                 EventType.STEP_COMPLETED,
                 {"position": position, "name": name, "result": stored},
             )
-            return
+            return False
         error_type = type(error).__name__
         message = _message_of(error)
         if attempt < policy.max_attempts and error_type not in policy.non_retryable:
             delay = policy.delay(attempt)
             retry_at = services.clock.now() + timedelta(seconds=delay)
-            await self._record(
+            recorded = await self._record_live(
                 machine,
+                command,
                 EventType.STEP_RETRYING,
                 {
                     "position": position,
@@ -542,21 +651,20 @@ class WorkflowInstance:
                     "retry_at": retry_at,
                 },
             )
-            with anyio.CancelScope() as backoff:
-                self._step_scope = backoff
-                try:
-                    await services.clock.sleep_until(retry_at)
-                finally:
-                    self._step_scope = None
-            return
+            if not recorded:
+                return False
+            await services.clock.sleep_until(retry_at)
+            return True
         await self._record_step_failed(machine, command, error, attempt)
+        return False
 
     async def _record_step_failed(
         self, machine: WorkflowMachine, command: ScheduleStep, error: BaseException, attempt: int
     ) -> None:
         """Record the step's final failure; a builtin exception keeps its arguments."""
-        await self._record(
+        await self._record_live(
             machine,
+            command,
             EventType.STEP_FAILED,
             {
                 "position": command.position,
@@ -568,26 +676,36 @@ class WorkflowInstance:
             },
         )
 
-    async def _start_timer(self, machine: WorkflowMachine, position: int, seconds: float) -> None:
+    async def _start_timer(
+        self, machine: WorkflowMachine, command: StartTimer | WaitSignal, seconds: float
+    ) -> bool:
         assert self.key is not None
-        timer_id = f"{self.key.run_id}-{position}"
+        timer_id = f"{self.key.run_id}-{command.position}"
         fire_at = self.services.clock.now() + timedelta(seconds=seconds)
-        await self._record(
+        recorded = await self._record_live(
             machine,
+            command,
             EventType.TIMER_STARTED,
-            {"position": position, "timer_id": timer_id, "fire_at": fire_at},
+            {"position": command.position, "timer_id": timer_id, "fire_at": fire_at},
         )
-        await self.services.backend.inbox.schedule(
-            self.workflow_id, timer_id, fire_at, "timer", {"timer_id": timer_id, "run_id": self.key.run_id}
-        )
+        if recorded:
+            await self.services.backend.inbox.schedule(
+                self.workflow_id,
+                timer_id,
+                fire_at,
+                "timer",
+                {"timer_id": timer_id, "run_id": self.key.run_id},
+            )
+        return recorded
 
     async def _start_child(self, machine: WorkflowMachine, command: StartChild) -> None:
         assert self.key is not None
         try:
             first_run_id = await self._start_child_chain(command)
         except (WorkflowAlreadyRunning, WorkflowNotRegistered) as err:
-            await self._record(
+            await self._record_live(
                 machine,
+                command,
                 EventType.CHILD_STARTED,
                 {
                     "position": command.position,
@@ -597,8 +715,9 @@ class WorkflowInstance:
                 },
             )
             return
-        await self._record(
+        await self._record_live(
             machine,
+            command,
             EventType.CHILD_STARTED,
             {
                 "position": command.position,
@@ -847,13 +966,24 @@ def _ends_pending_child(machine: WorkflowMachine, message: InboxMessage) -> bool
     """The end of the child the workflow is starting: the parent failed between starting the
     child's chain and recording ``child.started``, and the child ended meanwhile. Skipped as
     noise here, it would be lost, and the parent would wait for the child for ever."""
-    command = machine.pending
     return (
         message.problem is None
         and message.kind == "child"
-        and isinstance(command, StartChild)
-        and message.data.get("child_workflow_id") == command.workflow_id
+        and any(
+            isinstance(command, StartChild)
+            and message.data.get("child_workflow_id") == command.workflow_id
+            for command in machine.commands.values()
+        )
     )
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error of a group of one (nested groups unwrapped): the supervisor decides by
+    exception type."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 def _message_of(error: BaseException) -> str:
@@ -874,6 +1004,10 @@ async def _run_jobs(
             await job()
     then_cancel.cancel()
 
+
+_STEP_RESULTS = frozenset(
+    {EventType.STEP_COMPLETED, EventType.STEP_FAILED, EventType.STEP_RETRYING}
+)
 
 #: inbox kinds that stop a workflow: parent-close policies ``cancel`` and ``terminate``
 _STOPPING = frozenset({"cancel", "terminate"})

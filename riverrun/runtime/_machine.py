@@ -1,13 +1,22 @@
 """The workflow state machine: history in, commands out. No I/O, no clock, no randomness.
 
-Design note. A workflow is an ordinary ``async def``; we drive its coroutine by hand with
-``send``/``throw`` instead of scheduling it on the event loop. Each await of a riverrun
-operation yields a ``Command`` and numbers it (its *position*). ``apply(event)`` feeds one
-recorded event: an event that resolves the command the coroutine is blocked on resumes the
-coroutine until it blocks on the next command or ends. Replaying a run is applying its
-history; running it live is the same, with the actor appending each event before applying
-it. So the recorded history alone decides what the workflow sees, and a workflow whose code
-takes another path than its history says gets ``NonDeterminismError`` naming the position.
+Design note. A workflow is an ordinary ``async def`` run as the main task of the machine's own
+deterministic event loop (``_loop.py``), so workflow code may use ``asyncio.gather``,
+``TaskGroup``, ``create_task``, ``wait``, ``wait_for`` and ``timeout``. Each riverrun operation
+it awaits is *issued* as a ``Command`` with a future on that loop and a position (the order of
+issue); the commands not resolved yet are the live set (``commands``), which the instance
+carries out, several at once. ``apply(event)`` feeds one recorded event: it resolves the
+future of the command the event names (by position, or timer id, or child id), then runs the
+loop until every task is blocked again. Replaying a run is applying its history; running it
+live is the same, with the instance appending each event before applying it. So the recorded
+history alone decides what the workflow sees and in which order its tasks run, whatever order
+concurrent results came in live; a workflow whose code takes another path than its history
+says gets ``NonDeterminismError`` naming the position and the operation.
+
+Giving up on an operation (a cancelled task, ``asyncio.timeout``) is recorded: a step's as
+``step.cancelled``, a started timer's as ``timer.cancelled``, so a result arriving later is
+never applied. ``continue_as_new()`` raised in any task ends the run; so does the main task
+ending. Tasks still running are then cancelled and operations in flight abandoned.
 
 Terminal events are authoritative on replay: a recorded ``workflow.continued_as_new`` ends
 the run even if the code, replayed, would have gone on (automatic or forced continuation).
@@ -15,9 +24,12 @@ the run even if the code, replayed, would have gone on (automatic or forced cont
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import attrs
 
@@ -36,11 +48,11 @@ from ._commands import (
     StartTimer,
     WaitChild,
     WaitSignal,
-    command_awaitable,
 )
-from ._context import ContinueAsNew, WorkflowInfo, scope_var
+from ._context import ContinueAsNew, WorkflowInfo, run_command, scope_var
 from ._definitions import WorkflowDefinition
 from ._events import EventType
+from ._loop import WorkflowEventLoop
 from ._patching import PatchState
 from ._step_errors import error_message, rebuild_builtin
 from ._typed_calls import start_workflow
@@ -125,10 +137,29 @@ class ChildHandle:
 
     async def result(self) -> Any:
         """Wait for the child chain's final result (following its continuations)."""
-        return await command_awaitable(WaitChild(child_workflow_id=self.workflow_id))
+        return await run_command(WaitChild(child_workflow_id=self.workflow_id))
 
 
 Lookup = Callable[[str, str | None], WorkflowDefinition]
+_log = logging.getLogger("riverrun.workflow")
+_C = TypeVar("_C", bound=Command)
+
+
+def _ignore(handle: asyncio.TimerHandle) -> None:
+    pass  # a cancelled timer handle is noticed by ``_sweep`` after the run
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
+def _only_cancellations(error: BaseException) -> bool:
+    """A (nested) exception group of nothing but CancellationErrors (a TaskGroup's)."""
+    if isinstance(error, BaseExceptionGroup):
+        return all(_only_cancellations(e) for e in error.exceptions)
+    return isinstance(error, CancellationError)
 
 
 @attrs.define(eq=False)
@@ -144,8 +175,8 @@ class WorkflowMachine:
     #: ``info().continue_as_new_suggested`` true for the rest of the run
     force_continue: Callable[[WorkflowMachine], str | None] | None = None
     forced_reason: str | None = None
-    #: told when the coroutine raises while being closed after its outcome is decided (the
-    #: instance logs it); the error is ignored either way
+    #: told when workflow code raises while being closed after its outcome is decided (the
+    #: instance logs it), or when a task fails and nothing awaits it; ignored either way
     on_close_error: Callable[[WorkflowMachine, BaseException], None] | None = None
 
     definition: WorkflowDefinition | None = None
@@ -154,7 +185,8 @@ class WorkflowMachine:
     execution: int = 1
     continued_from_run_id: str | None = None
     parent: Mapping[str, Any] | None = None
-    pending: Command | None = None
+    #: commands issued and not ended yet, by position (the order of issue)
+    commands: dict[int, Command] = attrs.field(factory=dict)
     outcome: Outcome | None = None
     replaying: bool = False
     last_sequence: int = 0
@@ -166,16 +198,31 @@ class WorkflowMachine:
     signals: deque[tuple[str, Any, int]] = attrs.field(factory=deque)
     children: dict[str, Any] = attrs.field(factory=dict)
     child_outcomes: dict[str, tuple[str, Any]] = attrs.field(factory=dict)
-    step_attempts: int = 0
     #: timers started and not fired yet: timer id -> fire time (for re-arming after a crash)
     timers: dict[str, Any] = attrs.field(factory=dict)
     #: timers whose wait ended otherwise; the actor cancels their schedules
     retired_timers: list[str] = attrs.field(factory=list)
     #: ``patched()`` decisions and markers (riverrun/runtime/_patching.py)
     patches: PatchState = attrs.field(factory=PatchState)
-    _coro: Coroutine[Any, Any, Any] | None = None
+    #: steps and started timers still in flight when the outcome was decided, by position:
+    #: the instance records their cancellation (type, data) before the terminal event
+    abandoned: dict[int, tuple[EventType, dict[str, Any]]] = attrs.field(factory=dict)
+    loop: WorkflowEventLoop = attrs.field(init=False)
+    _main: asyncio.Task[Any] | None = None
+    _decided: Outcome | None = None
+    _closed: bool = False
     _next_position: int = 1
     _cancel_delivered: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        self.loop = WorkflowEventLoop(  # type: ignore[abstract]
+            on_timer=self._call_at, on_timer_cancelled=_ignore, on_error=self._loop_error
+        )
+
+    @property
+    def pending(self) -> Command | None:
+        """The first live command (the one a single-await workflow is blocked on)."""
+        return next(iter(self.commands.values()), None)
 
     # -- Scope (what riverrun.info() and continue_as_new() see) --------------------------
 
@@ -207,10 +254,84 @@ class WorkflowMachine:
             return f"history has {self.history_bytes} bytes (limit {self.limits.max_bytes})"
         return None
 
+    def note_continue(self, request: ContinueAsNew) -> None:
+        if self._decided is None and self.outcome is None:
+            self._decided = ContinuedAsNew(
+                args=request.new_args,
+                kwargs=request.new_kwargs,
+                version=request.version,
+                reason=request.reason,
+            )
+
+    def issue(self, command: Command) -> asyncio.Future[Any]:
+        """Number a command workflow code awaits; resolve it now or keep it live."""
+        future = self.loop.create_future()
+        command.future = future
+        if self._closed or self._decided is not None or self.outcome is not None:
+            future.cancel()  # the run has ended: code unwinding in finally blocks gets here
+            return future
+        command.position = self._next_position
+        self._next_position += 1
+        if isinstance(command, StartChild) and command.make_id is not None:
+            command.workflow_id = command.make_id(command.position)
+        awaited = not (isinstance(command, StartTimer) and command.handle is not None)
+        if self.cancel_requested and not self._cancel_delivered and awaited:
+            self._cancel_delivered = True
+            future.set_exception(CancellationError("workflow cancelled"))
+            return future
+        if self._continue_now():
+            return future  # never resolves: the run ends before anything awaits it again
+        if isinstance(command, WaitSignal):
+            payload = self._take_signal(command.name)
+            if payload is not _MISSING:
+                future.set_result(payload)
+                return future
+        if isinstance(command, WaitChild) and command.child_workflow_id in self.child_outcomes:
+            kind, value = self.child_outcomes[command.child_workflow_id]
+            if kind == EventType.CHILD_COMPLETED:
+                future.set_result(value)
+            else:
+                future.set_exception(_child_exception(command.child_workflow_id, kind, value))
+            return future
+        self.commands[command.position] = command
+        return future
+
+    def _continue_now(self) -> bool:
+        """At each command: the forcing hook, and automatic continue-as-new past a limit."""
+        if self.force_continue is not None and self.forced_reason is None:
+            self.forced_reason = self.force_continue(self)
+        if not self.replaying and self.definition and self.definition.auto_continue_as_new:
+            limit = self.limit_reason()
+            if limit is not None:
+                self._decided = self._auto_continue(f"automatic: {limit}")
+                return True
+        return False
+
+    def _call_at(self, handle: asyncio.TimerHandle) -> None:
+        """``loop.call_at`` from workflow code (``asyncio.timeout``...): a durable timer."""
+        # its future is never awaited: the firing runs the handle's callback
+        self.issue(StartTimer(seconds=max(0.0, handle.when() - self.loop.time()), handle=handle))
+
+    def _loop_error(self, context: dict[str, Any]) -> None:
+        """What asyncio reports on the workflow's loop: a task that failed with nobody
+        awaiting it (a fire-and-forget ``create_task``), a callback that raised."""
+        error = context.get("exception")
+        if self._closed and self.on_close_error is not None and isinstance(error, BaseException):
+            self.on_close_error(self, error)
+            return
+        _log.log(
+            logging.DEBUG if self.replaying else logging.WARNING,
+            "workflow %s run %s: %s: %r",
+            self.workflow_id,
+            self.run_id,
+            context.get("message", "error in workflow code"),
+            error,
+        )
+
     # -- applying events -------------------------------------------------------------------
 
     def apply(self, event: StoredEvent) -> None:
-        """Apply one recorded event (in order); may resume the workflow coroutine."""
+        """Apply one recorded event (in order), then run workflow code until it blocks."""
         if event.sequence != self.last_sequence + 1 and self.last_sequence:
             raise NonDeterminismError(
                 f"run {self.workflow_id}/{self.run_id}: event #{event.sequence} follows "
@@ -226,7 +347,13 @@ class WorkflowMachine:
                 f"run {self.workflow_id}/{self.run_id}: unknown event type {event.type!r} "
                 f"at #{event.sequence}"
             )
+        self.loop.set_time(event.timestamp.timestamp())
+        if self.outcome is not None and event.type not in _TERMINAL:
+            # the run has ended: only the cancellations of what it abandoned come now
+            self.abandoned.pop(event.data.get("position"), None)  # type: ignore[arg-type]
+            return
         handler(self, event.data, event.sequence)
+        self._run()
 
     def _started(self, data: Mapping[str, Any], seq: int) -> None:
         if self.definition is not None:
@@ -249,59 +376,92 @@ class WorkflowMachine:
             # a bad start, which no restart can mend; the run fails with it
             self._finish(Failed(error_type="TypeError", message=_bad_call(self.definition, err)))
             return
-        self._coro = cast(Coroutine[Any, Any, Any], coro)
-        self._resume(None, None)
+        # the scope lives in the main task's context, which every task it creates copies
+        context = contextvars.copy_context()
+        context.run(scope_var().set, self)
+        self._main = self.loop.create_task(
+            cast(Coroutine[Any, Any, Any], coro), name=f"workflow {self.workflow_id}", context=context
+        )
+        self._main.add_done_callback(self._main_done)
 
     def _terminal(self, data: Mapping[str, Any], seq: int, kind: str) -> None:
         # Authoritative: the recorded terminal event decides the outcome.
         if kind == EventType.WORKFLOW_COMPLETED:
-            self.outcome = Completed(result=data.get("result"))
+            outcome: Outcome = Completed(result=data.get("result"))
         elif kind == EventType.WORKFLOW_FAILED:
-            self.outcome = Failed(error_type=data.get("error_type", ""), message=data["message"])
+            outcome = Failed(error_type=data.get("error_type", ""), message=data["message"])
         elif kind == EventType.WORKFLOW_CANCELLED:
-            self.outcome = Cancelled(message=data.get("message", "cancelled"))
+            outcome = Cancelled(message=data.get("message", "cancelled"))
             # a termination is consumed from the inbox straight into the terminal event
             self.inbox_cursor = max(self.inbox_cursor, int(data.get("inbox_seq") or 0))
         else:
-            self.outcome = ContinuedAsNew(
+            outcome = ContinuedAsNew(
                 args=tuple(data.get("args", ())),
                 kwargs=dict(data.get("kwargs", {})),
                 version=data.get("version"),
                 reason=data.get("reason"),
             )
-        self.pending = None
-        self._close()
+        self.commands.clear()  # the terminal event is recorded: nothing is left to record
+        self._finish(outcome)
+        self.abandoned.clear()
 
-    def _expect(self, kind: type[Command], data: Mapping[str, Any], seq: int, what: str) -> Any:
-        pending = self.pending
+    def _expect(self, kind: type[_C], data: Mapping[str, Any], seq: int, what: str) -> _C:
+        """The live command the event's position names, which must be a ``kind``."""
         position = data.get("position")
-        if not isinstance(pending, kind) or pending.position != position:
+        command = self.commands.get(position) if isinstance(position, int) else None
+        if not isinstance(command, kind):
+            live = ", ".join(_describe(c) for c in self.commands.values()) or "none"
             raise NonDeterminismError(
                 f"run {self.workflow_id}/{self.run_id}: history event #{seq} records {what} "
-                f"at position {position}, but the workflow code is now at "
-                f"{_describe(pending)}; the code changed in a way that breaks replay. "
-                "Deploy code that takes the recorded path (or version the workflow); "
+                f"at position {position}, but the workflow code has "
+                f"{_describe(command) if command else 'no such operation'} there "
+                f"(operations in flight: {live}); the code changed in a way that breaks "
+                "replay. Deploy code that takes the recorded path (or version the workflow); "
                 "the run waits and its history is untouched"
             )
-        return pending
+        return command
+
+    def _end(self, command: Command) -> asyncio.Future[Any] | None:
+        """Take ``command`` off the live set; its future, if code still awaits it."""
+        self.commands.pop(command.position, None)
+        future = command.future
+        return future if future is not None and not future.done() else None
 
     def _step_completed(self, data: Mapping[str, Any], seq: int) -> None:
         step = self._expect(ScheduleStep, data, seq, f"step {data.get('name')!r}")
         self._check_step_name(step, data, seq)
-        self.step_attempts = 0
-        self._resume(data.get("result"), None)
+        future = self._end(step)
+        if future is not None:
+            future.set_result(data.get("result"))
 
     def _step_failed(self, data: Mapping[str, Any], seq: int) -> None:
         step = self._expect(ScheduleStep, data, seq, f"step {data.get('name')!r}")
         self._check_step_name(step, data, seq)
-        self.step_attempts = 0
-        exc = rebuild_exception(step.definition.name, data["error_type"], data["message"], data)
-        self._resume(None, exc)
+        future = self._end(step)
+        if future is not None:
+            exc = rebuild_exception(step.definition.name, data["error_type"], data["message"], data)
+            future.set_exception(exc)
 
     def _step_retrying(self, data: Mapping[str, Any], seq: int) -> None:
         step = self._expect(ScheduleStep, data, seq, f"step {data.get('name')!r}")
         self._check_step_name(step, data, seq)
-        self.step_attempts = int(data["attempt"])
+        step.attempt = int(data["attempt"]) + 1
+
+    def _step_cancelled(self, data: Mapping[str, Any], seq: int) -> None:
+        step = self._expect(ScheduleStep, data, seq, f"a cancelled step {data.get('name')!r}")
+        self._check_step_name(step, data, seq)
+        self._check_cancelling(step, seq)
+        self._end(step)
+
+    def _check_cancelling(self, command: Command, seq: int) -> None:
+        if not command.cancelling:
+            raise NonDeterminismError(
+                f"run {self.workflow_id}/{self.run_id}: history event #{seq} records the "
+                f"cancellation of {_describe(command)}, but the workflow code still waits for "
+                "it; the code changed in a way that breaks replay. Deploy code that takes the "
+                "recorded path (or version the workflow); the run waits and its history is "
+                "untouched"
+            )
 
     def _check_step_name(self, step: ScheduleStep, data: Mapping[str, Any], seq: int) -> None:
         if step.definition.name != data.get("name"):
@@ -315,60 +475,101 @@ class WorkflowMachine:
         self._expect(ScheduleStep, data, seq, f"step {data.get('name')!r}")
 
     def _timer_started(self, data: Mapping[str, Any], seq: int) -> None:
-        pending = self.pending
-        if not isinstance(pending, StartTimer | WaitSignal) or pending.position != data.get(
-            "position"
-        ):
-            self._expect(StartTimer, data, seq, "a timer")
-        assert isinstance(pending, StartTimer | WaitSignal)
-        pending.timer_id = data["timer_id"]
+        command = self.commands.get(data.get("position"))  # type: ignore[arg-type]
+        if not isinstance(command, StartTimer | WaitSignal):
+            command = self._expect(StartTimer, data, seq, "a timer")
+        command.timer_id = data["timer_id"]
         self.timers[data["timer_id"]] = data.get("fire_at")
+
+    def _timer_command(self, timer_id: str) -> StartTimer | WaitSignal | None:
+        for command in self.commands.values():
+            if isinstance(command, StartTimer | WaitSignal) and command.timer_id == timer_id:
+                return command
+        return None
 
     def _timer_fired(self, data: Mapping[str, Any], seq: int) -> None:
         self.inbox_cursor = max(self.inbox_cursor, int(data.get("inbox_seq", 0)))
         self.timers.pop(data["timer_id"], None)
-        pending = self.pending
-        if isinstance(pending, StartTimer) and pending.timer_id == data["timer_id"]:
-            self._resume(None, None)
-        elif isinstance(pending, WaitSignal) and pending.timer_id == data["timer_id"]:
-            self._resume(None, TimeoutError(f"no signal {pending.name!r} within the timeout"))
-        # else: a stale timer (from an abandoned wait); recorded, nothing to resume.
+        command = self._timer_command(data["timer_id"])
+        if command is None:
+            return  # a stale timer (from an abandoned wait); recorded, nothing to resume
+        future = self._end(command)
+        if isinstance(command, StartTimer):
+            if command.handle is not None:
+                self.loop.fire(command.handle)
+            elif future is not None:
+                future.set_result(None)
+        elif future is not None:
+            future.set_exception(TimeoutError(f"no signal {command.name!r} within the timeout"))
+
+    def _timer_cancelled(self, data: Mapping[str, Any], seq: int) -> None:
+        timer = self._expect(StartTimer, data, seq, "a cancelled timer")
+        self._check_cancelling(timer, seq)
+        self._end(timer)
 
     def _signal_received(self, data: Mapping[str, Any], seq: int) -> None:
         self.inbox_cursor = max(self.inbox_cursor, int(data.get("inbox_seq", 0)))
         self.signals.append((data["name"], data.get("payload"), int(data.get("inbox_seq", 0))))
-        pending = self.pending
-        if isinstance(pending, WaitSignal):
-            payload = self._take_signal(pending.name)
-            if payload is not _MISSING:
-                if pending.timer_id is not None:
-                    # the timeout lost: its firing, if it still comes, is not recorded
-                    self.timers.pop(pending.timer_id, None)
-                    self.retired_timers.append(pending.timer_id)
-                self._resume(payload, None)
+        for command in list(self.commands.values()):
+            if not isinstance(command, WaitSignal):
+                continue
+            payload = self._take_signal(command.name)
+            if payload is _MISSING:
+                continue
+            future = self._end(command)
+            if future is None:
+                continue  # cannot happen: a wait given up on leaves the live set at once
+            if command.timer_id is not None:
+                # the timeout lost: its firing, if it still comes, is not recorded
+                self.timers.pop(command.timer_id, None)
+                self.retired_timers.append(command.timer_id)
+            future.set_result(payload)
 
     def _cancellation_requested(self, data: Mapping[str, Any], seq: int) -> None:
         self.inbox_cursor = max(self.inbox_cursor, int(data.get("inbox_seq", 0)))
         self.cancel_requested = True
-        if self.pending is not None and not self._cancel_delivered:
+        if self._cancel_delivered:
+            return
+        reason = data.get("reason") or "workflow cancelled"
+        # every operation workflow code awaits raises CancellationError and leaves the live
+        # set (this event is their recorded end: the instance stops the steps, and the timers'
+        # schedules are cancelled); a child being started is still started and recorded
+        for command in list(self.commands.values()):
+            future = command.future
+            if future is None or future.done() or command.cancelling:
+                continue
+            if isinstance(command, StartTimer) and command.handle is not None:
+                continue  # a timeout's timer: the code awaits what it bounds, not the timer
             self._cancel_delivered = True
-            self._resume(None, CancellationError(data.get("reason") or "workflow cancelled"))
+            future.set_exception(CancellationError(reason))
+            if isinstance(command, StartChild):
+                command.cancelling = True
+                continue
+            self.commands.pop(command.position, None)
+            if isinstance(command, StartTimer | WaitSignal) and command.timer_id is not None:
+                self.timers.pop(command.timer_id, None)
+                self.retired_timers.append(command.timer_id)
 
     def _child_started(self, data: Mapping[str, Any], seq: int) -> None:
-        self._expect(StartChild, data, seq, "a child workflow")
+        command = self._expect(StartChild, data, seq, "a child workflow")
+        future = self._end(command)
         if data.get("error_type"):
             error_cls = (
                 WorkflowNotRegistered
                 if data["error_type"] == "WorkflowNotRegistered"
                 else WorkflowAlreadyRunning
             )
-            self._resume(None, error_cls(data.get("message", "")))
+            if future is not None:
+                future.set_exception(error_cls(data.get("message", "")))
             return
         handle = ChildHandle(
             workflow_id=data["child_workflow_id"], first_run_id=data["child_run_id"]
         )
+        # started even if the code gave up waiting for the start: the parent-close policy
+        # applies to it as to any other child
         self.children[handle.workflow_id] = data.get("parent_close_policy", "cancel")
-        self._resume(handle, None)
+        if future is not None:
+            future.set_result(handle)
 
     def _child_ended(self, data: Mapping[str, Any], seq: int, kind: str) -> None:
         self.inbox_cursor = max(self.inbox_cursor, int(data.get("inbox_seq", 0)))
@@ -376,93 +577,93 @@ class WorkflowMachine:
         self.children.pop(child_id, None)
         value = data.get("result") if kind == EventType.CHILD_COMPLETED else data.get("message")
         self.child_outcomes[child_id] = (kind, value)
-        pending = self.pending
-        if isinstance(pending, WaitChild) and pending.child_workflow_id == child_id:
-            if kind == EventType.CHILD_COMPLETED:
-                self._resume(value, None)
-            else:
-                self._resume(None, _child_exception(child_id, kind, value))
-
-    # -- driving the coroutine ---------------------------------------------------------------
-
-    def _resume(self, value: Any, exc: BaseException | None) -> None:
-        """Run the coroutine until it blocks on a command nothing recorded resolves yet."""
-        coro = self._coro
-        if coro is None or self.outcome is not None:
-            return
-        token = scope_var().set(self)
-        try:
-            while True:
-                self.pending = None
-                try:
-                    yielded = coro.send(value) if exc is None else coro.throw(exc)
-                except StopIteration as stop:
-                    self._finish(self._completed(stop.value))
-                    return
-                except ContinueAsNew as can:
-                    self._finish(
-                        ContinuedAsNew(
-                            args=can.new_args,
-                            kwargs=can.new_kwargs,
-                            version=can.version,
-                            reason=can.reason,
-                        )
-                    )
-                    return
-                except CancellationError as err:
-                    if self.cancel_requested:
-                        self._finish(Cancelled(message=error_message(err) or "workflow cancelled"))
-                    else:
-                        self._finish(
-                            Failed(error_type=type(err).__name__, message=error_message(err))
-                        )
-                    return
-                except BaseException as err:
-                    # SystemExit, KeyboardInterrupt, CancelledError included: the coroutine is
-                    # driven by hand, never by the event loop, so whatever it raises is the
-                    # workflow's own doing and ends only its run
-                    self._finish(Failed(error_type=type(err).__name__, message=error_message(err)))
-                    return
-                value, exc = None, None
-                if not isinstance(yielded, Command):
-                    exc = TypeError(
-                        f"workflow code awaited {yielded!r}, which is not a riverrun operation; "
-                        "inside a workflow await only steps, riverrun.sleep, wait_for_signal "
-                        "and child workflows (use riverrun.sleep instead of asyncio.sleep)"
-                    )
+        for command in list(self.commands.values()):
+            if isinstance(command, WaitChild) and command.child_workflow_id == child_id:
+                future = self._end(command)
+                if future is None:
                     continue
-                yielded.position = self._next_position
-                self._next_position += 1
-                self.pending = yielded
-                immediate = self._try_immediate(yielded)
-                if immediate is None:
-                    return
-                value, exc = immediate
-        finally:
-            scope_var().reset(token)
+                if kind == EventType.CHILD_COMPLETED:
+                    future.set_result(value)
+                else:
+                    future.set_exception(_child_exception(child_id, kind, value))
 
-    def _try_immediate(self, command: Command) -> tuple[Any, BaseException | None] | None:
-        """Resolve a command without waiting for history, or return None to block on it."""
-        if self.cancel_requested and not self._cancel_delivered:
-            self._cancel_delivered = True
-            return None, CancellationError("workflow cancelled")
-        if self.force_continue is not None and self.forced_reason is None:
-            self.forced_reason = self.force_continue(self)
-        if not self.replaying and self.definition and self.definition.auto_continue_as_new:
-            limit = self.limit_reason()
-            if limit is not None:
-                self._auto_continue(f"automatic: {limit}")
-                return None
-        if isinstance(command, WaitSignal):
-            payload = self._take_signal(command.name)
-            if payload is not _MISSING:
-                return payload, None
-        if isinstance(command, WaitChild) and command.child_workflow_id in self.child_outcomes:
-            kind, value = self.child_outcomes[command.child_workflow_id]
-            if kind == EventType.CHILD_COMPLETED:
-                return value, None
-            return None, _child_exception(command.child_workflow_id, kind, value)
-        return None
+    # -- running workflow code -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Run workflow code until every task is blocked (or the run's outcome is decided)."""
+        if self.outcome is not None or self._main is None:
+            return
+        try:
+            self.loop.run_until_blocked(lambda: self._decided is not None)
+        except BaseException as err:
+            # SystemExit and KeyboardInterrupt out of a task, a busy loop: whatever workflow
+            # code raises through its loop is the workflow's own doing and ends only its run
+            self._decided = self._decided or Failed(
+                error_type=type(err).__name__, message=error_message(err)
+            )
+        if self._decided is not None:
+            self._finish(self._decided)
+            return
+        self._sweep()
+        tasks = self.loop.tasks
+        if len(tasks) > 64:
+            tasks[:] = [task for task in tasks if not task.done()]
+
+    def _sweep(self) -> None:
+        """Commands the code gave up on during the run (a cancelled task, a timeout)."""
+        for command in list(self.commands.values()):
+            if command.cancelling:
+                continue
+            handle = command.handle if isinstance(command, StartTimer) else None
+            future = command.future
+            if (handle is not None and handle.cancelled()) or (
+                handle is None and future is not None and future.cancelled()
+            ):
+                self._given_up(command)
+
+    def _given_up(self, command: Command) -> None:
+        """Workflow code no longer waits for ``command``: stop it (see ``Command.cancelling``).
+
+        Steps and started timers stay live until their cancellation is recorded; a timer not
+        started yet and waits on signals and children just leave; a child being started is
+        started anyway (its ``child.started`` registers it for the parent-close policy).
+        """
+        if isinstance(command, ScheduleStep | StartChild):
+            command.cancelling = True
+        elif isinstance(command, StartTimer) and command.timer_id is not None:
+            command.cancelling = True
+            self.timers.pop(command.timer_id, None)
+            self.retired_timers.append(command.timer_id)
+        else:
+            self.commands.pop(command.position, None)
+            if isinstance(command, WaitSignal) and command.timer_id is not None:
+                self.timers.pop(command.timer_id, None)
+                self.retired_timers.append(command.timer_id)
+
+    def _main_done(self, task: asyncio.Task[Any]) -> None:
+        if self._decided is not None or self.outcome is not None:
+            return
+        try:
+            result = task.result()
+        except ContinueAsNew as can:
+            self.note_continue(can)
+            return
+        except CancellationError as err:
+            if self.cancel_requested:
+                self._decided = Cancelled(message=error_message(err) or "workflow cancelled")
+            else:
+                self._decided = Failed(error_type=type(err).__name__, message=error_message(err))
+            return
+        except BaseException as err:
+            # CancelledError included: nothing outside cancels the main task, so it is the
+            # workflow's own doing and ends only its run
+            if self.cancel_requested and _only_cancellations(err):
+                leaf = _first_leaf(err)
+                self._decided = Cancelled(message=error_message(leaf) or "workflow cancelled")
+            else:
+                self._decided = Failed(error_type=type(err).__name__, message=error_message(err))
+            return
+        self._decided = self._completed(result)
 
     def _completed(self, result: Any) -> Outcome:
         # a result the codec cannot carry fails the run here (and the same way on replay)
@@ -473,36 +674,68 @@ class WorkflowMachine:
             return Failed(error_type=type(err).__name__, message=error_message(err))
         return Completed(result=result)
 
-    def _auto_continue(self, reason: str) -> None:
+    def _auto_continue(self, reason: str) -> Outcome:
         try:
             self.check_serializable({"args": self.args, "kwargs": self.kwargs}, "arguments")
         except Exception as err:
-            self._finish(Failed(error_type=type(err).__name__, message=error_message(err)))
-            return
-        self._finish(
-            ContinuedAsNew(args=self.args, kwargs=self.kwargs, version=None, reason=reason)
-        )
+            return Failed(error_type=type(err).__name__, message=error_message(err))
+        return ContinuedAsNew(args=self.args, kwargs=self.kwargs, version=None, reason=reason)
 
     def _finish(self, outcome: Outcome) -> None:
         self.outcome = outcome
-        self.pending = None
         self._close()
 
     def _close(self) -> None:
-        coro, self._coro = self._coro, None
-        if coro is not None:
-            token = scope_var().set(self)
-            try:
-                coro.close()
-            except BaseException as err:
-                # The outcome is decided (a terminate, an automatic continue-as-new, a recorded
-                # terminal event): what the code's cleanup raises now, continue_as_new()
-                # included, cannot change it. Driven by hand, the coroutine holds no
-                # cancellation of the host, so nothing here needs to propagate.
-                if self.on_close_error is not None:
-                    self.on_close_error(self, err)
-            finally:
-                scope_var().reset(token)
+        """The outcome is decided: cancel every task left and let it unwind.
+
+        Operations still in flight are abandoned: nothing is recorded for them in this run
+        (the instance stops its steps and the run's end retires its timers). What the code's
+        cleanup raises now, continue_as_new() included, cannot change the outcome; it is
+        reported to ``on_close_error``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._abandon()
+        self.commands.clear()
+        loop = self.loop
+        left = [task for task in loop.tasks if not task.done()]
+        for task in left:
+            task.cancel()
+        try:
+            loop.run_until_blocked()
+        except BaseException as err:
+            if self.on_close_error is not None:
+                self.on_close_error(self, err)
+        for task in left:
+            if task.done() and not task.cancelled():
+                error = task.exception()
+                if error is not None and self.on_close_error is not None:
+                    self.on_close_error(self, error)
+        for task in loop.tasks:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: no "exception never retrieved" at collection
+        loop.close()
+
+    def _abandon(self) -> None:
+        """Note the steps and started timers in flight as the run ends (``abandoned``)."""
+        for command in self.commands.values():
+            if isinstance(command, ScheduleStep):
+                self.abandoned[command.position] = (
+                    EventType.STEP_CANCELLED,
+                    {"position": command.position, "name": command.definition.name},
+                )
+            elif isinstance(command, StartTimer) and command.timer_id is not None:
+                if not command.cancelling:
+                    self.timers.pop(command.timer_id, None)
+                    self.retired_timers.append(command.timer_id)
+                self.abandoned[command.position] = (
+                    EventType.TIMER_CANCELLED,
+                    {"position": command.position, "timer_id": command.timer_id},
+                )
+            elif isinstance(command, WaitSignal) and command.timer_id is not None:
+                self.timers.pop(command.timer_id, None)
+                self.retired_timers.append(command.timer_id)
 
     def _take_signal(self, name: str) -> Any:
         for i, (signal_name, payload, _) in enumerate(self.signals):
@@ -517,6 +750,15 @@ class WorkflowMachine:
 
 
 _MISSING: Any = object()
+
+_TERMINAL = frozenset(
+    {
+        EventType.WORKFLOW_COMPLETED.value,
+        EventType.WORKFLOW_FAILED.value,
+        EventType.WORKFLOW_CANCELLED.value,
+        EventType.WORKFLOW_CONTINUED_AS_NEW.value,
+    }
+)
 
 
 def _bad_call(definition: WorkflowDefinition, err: TypeError) -> str:
@@ -546,8 +788,10 @@ _HANDLERS: dict[str, Callable[[WorkflowMachine, Mapping[str, Any], int], None]] 
     EventType.STEP_COMPLETED: WorkflowMachine._step_completed,
     EventType.STEP_FAILED: WorkflowMachine._step_failed,
     EventType.STEP_RETRYING: WorkflowMachine._step_retrying,
+    EventType.STEP_CANCELLED: WorkflowMachine._step_cancelled,
     EventType.TIMER_STARTED: WorkflowMachine._timer_started,
     EventType.TIMER_FIRED: WorkflowMachine._timer_fired,
+    EventType.TIMER_CANCELLED: WorkflowMachine._timer_cancelled,
     EventType.SIGNAL_RECEIVED: WorkflowMachine._signal_received,
     EventType.CANCELLATION_REQUESTED: WorkflowMachine._cancellation_requested,
     EventType.CHILD_STARTED: WorkflowMachine._child_started,

@@ -59,3 +59,6 @@ class RuntimeOptions:
     #: a workflow that crashes this many times in a row the same way (same error, same point
     #: of its history) is parked instead of restarted; infrastructure faults never park it
     park_after_failures: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    #: steps that run at once on a worker, across all its workflows (those in flight together
+    #: in one workflow run concurrently; past this they wait their turn)
+    max_concurrent_steps: int = attrs.field(default=100, validator=attrs.validators.ge(1))

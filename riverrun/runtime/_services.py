@@ -71,9 +71,18 @@ class Services:
     on_started: Callable[[str], None] | None = None
     telemetry: Telemetry = attrs.field(factory=Telemetry)
 
+    _step_limiter: anyio.CapacityLimiter | None = None
+
     @property
     def clock(self) -> Any:
         return self.backend.clock
+
+    @property
+    def step_limiter(self) -> anyio.CapacityLimiter:
+        """The worker-wide bound on steps running at once (``max_concurrent_steps``)."""
+        if self._step_limiter is None:
+            self._step_limiter = anyio.CapacityLimiter(self.options.max_concurrent_steps)
+        return self._step_limiter
 
     # -- chains -------------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ so a test can tell how often each step *ran* (log lines) from which execution wa
 - ``before``: right before the continue-as-new atomic batch is written;
 - ``after``: right after the atomic batch was acknowledged (the linked pair is written,
   nothing of it is projected into run records, chain head or truncation yet);
-- ``child-end``: right before a finished child chain notifies its parent.
+- ``child-end``: right before a finished child chain notifies its parent;
+- ``fan``: inside a step of ``kill_fan_out`` (after it ran), the others in flight with it.
 
 The hooks wrap the backend classes in this process only; the runtime is unchanged.
 ``RIVERRUN_E2E_LEASE_TTL=<seconds>`` sets the worker's lease ttl, and with
@@ -25,6 +26,7 @@ cannot release its leases, and its replacement is another owner).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -49,7 +51,7 @@ KILL_ENV = "RIVERRUN_E2E_KILL"
 LEASE_TTL_ENV = "RIVERRUN_E2E_LEASE_TTL"
 #: set: the worker first waits one lease ttl, so that a killed predecessor's leases expired
 WAIT_LEASES_ENV = "RIVERRUN_E2E_WAIT_LEASES"
-KILL_POINTS = ("step", "before", "after", "child-end")
+KILL_POINTS = ("step", "before", "after", "child-end", "fan")
 
 _log_path: Path | None = None
 
@@ -206,7 +208,22 @@ async def kill_chain(
     return {"tokens": tokens, "signals": signals}
 
 
-WORKFLOWS = [kill_chain, kill_child]
+@step()
+async def fan_work(key: str, i: int) -> str:
+    """One step of a fan-out: they end at three different times."""
+    token = _token(key)
+    await anyio.sleep(0.05 * (i % 3))
+    maybe_kill("fan")
+    return token
+
+
+@workflow()
+async def kill_fan_out(label: str, n: int) -> list[str]:
+    """``n`` steps in flight together (asyncio.gather), results in argument order."""
+    return list(await asyncio.gather(*(fan_work(f"{label}/{i}", i) for i in range(n))))
+
+
+WORKFLOWS = [kill_chain, kill_child, kill_fan_out]
 
 
 def expected_keys(label: str, units: int) -> list[str]:

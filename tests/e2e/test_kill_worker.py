@@ -28,7 +28,7 @@ from typing import Any
 import anyio
 import pytest
 
-from riverrun import RunStatus, Runtime, WorkflowHandle
+from riverrun import EventType, RunStatus, Runtime, WorkflowHandle
 from riverrun.persistence import EmbeddedNatsServer
 from riverrun.testing import wait_until
 
@@ -356,3 +356,35 @@ async def test_a_replacement_worker_takes_over_once_the_lease_expires(
             if worker is not None:
                 worker.kill()
     assert kw.expected_keys("lt", units) == [t.split("#")[0] for t in result["tokens"]]
+
+
+async def test_a_fan_out_survives_a_kill_with_steps_in_flight(
+    nats_server: EmbeddedNatsServer, namespace: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "steps.log"
+    tail = kw.LogTail(log)
+    n = 12
+    worker: WorkerProcess | None = None
+    async with Runtime.connect(
+        nats_server.url, workflows=kw.WORKFLOWS, namespace=namespace, worker=False
+    ) as rt:
+        try:
+            # killed in the sixth step to end: some results are recorded, others in flight
+            worker = await _start_worker(nats_server.url, namespace, log, tail, "fan:6")
+            handle = await rt.client.start(kw.kill_fan_out, "fo", n, workflow_id="fo")
+            await wait_until(_exited(worker), timeout=checks.STALL_SECONDS)
+            assert ["KILL", "fan", str(worker.pid)] in kw.read_log(log)
+            worker = await _start_worker(nats_server.url, namespace, log, tail)
+            try:
+                result = await handle.result(timeout=checks.STALL_SECONDS)
+            except TimeoutError:
+                pytest.fail(f"no result: {await checks.diagnose(rt.client, rt.backend)}")
+            events = await handle.events()
+        finally:
+            if worker is not None:
+                worker.kill()
+    assert [f"fo/{i}" for i in range(n)] == [t.split("#")[0] for t in result]
+    completed = [e.data["position"] for e in events if e.type == EventType.STEP_COMPLETED]
+    assert sorted(completed) == list(range(1, n + 1))  # each step recorded once
+    ran = {words[2] for words in kw.read_log(log) if words[0] == "RUN"}
+    assert all(t.split("#")[1] in ran for t in result)

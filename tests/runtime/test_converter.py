@@ -220,3 +220,12 @@ def test_a_failing_hook_is_a_serialization_error_naming_the_path() -> None:
         converter.to_data([Plain()], list[Plain], what="r")
     assert "r[0]: the Plain hook failed: ValueError('nope')" == str(caught.value)
     assert 1 == converter.to_data(1, Annotated[int, {"unhashable": []}])
+
+
+def test_an_object_hint_carries_any_value_like_any() -> None:
+    # `-> dict[str, object]` is a common annotation for JSON-like results
+    converter = DataConverter()
+    value = {"status": "shipped", "total": 3, "items": [1, 2]}
+    data = converter.to_data(value, dict[str, object], what="v")
+    assert value == converter.from_data(data, dict[str, object])
+    converter.check_hint(dict[str, object], "result of workflow 'w'")
