@@ -128,11 +128,23 @@ class WorkflowInstance:
         """
         services = self.services
         self._log = bind_workflow(self.workflow_id)
-        head = await services.backend.runs.get_head(self.workflow_id)
-        if head is None:
-            self.finished = True
-            return
-        lease = await self._acquire_lease()
+        # a chain just started in this process: its first event is known, its head is too
+        fresh = services.take_fresh(self.workflow_id)
+        if fresh is not None:
+            run_id = fresh.key.run_id
+        else:
+            head = await services.backend.runs.get_head(self.workflow_id)
+            if head is None:
+                self.finished = True
+                return
+            run_id = head.value.current_run_id
+        try:
+            lease = await self._acquire_lease()
+        except LeaseHeld:
+            if fresh is not None:
+                # another worker holds it: it learns of the start from the start message
+                await services.announce_start(self.workflow_id, run_id)
+            raise
         send, receive = anyio.create_memory_object_stream[Callable[[], Awaitable[object]]](
             math.inf
         )
@@ -144,7 +156,7 @@ class WorkflowInstance:
                 tg.start_soon(_run_jobs, receive, keeper)
                 tg.start_soon(self._keep_lease, lease, keeper)
                 with send, contextlib.suppress(Passivate):
-                    await self._host(head.value.current_run_id, send)
+                    await self._host(run_id, send, fresh)
         except BaseExceptionGroup as group:
             # the supervisor decides by exception type: hand it the error itself
             if len(group.exceptions) == 1:
@@ -181,9 +193,12 @@ class WorkflowInstance:
         # every queued projection is written once the task group has drained the jobs
 
     async def _host(
-        self, run_id: str, jobs: MemoryObjectSendStream[Callable[[], Awaitable[object]]]
+        self,
+        run_id: str,
+        jobs: MemoryObjectSendStream[Callable[[], Awaitable[object]]],
+        fresh: StoredEvent | None = None,
     ) -> None:
-        machine = await self._load(run_id)
+        machine = await self._load(run_id) if fresh is None else await self._start_fresh(fresh)
         log_hosted(machine)
         if machine.continued_from_run_id:
             # the hand-over that made this run may have stopped between moving the head and
@@ -266,6 +281,16 @@ class WorkflowInstance:
                 f"run {self.workflow_id}/{run_id} has no workflow.started event; "
                 "its history is missing or was deleted"
             )
+        return machine
+
+    async def _start_fresh(self, first: StoredEvent) -> WorkflowMachine:
+        """A run whose first event this process just wrote (``Services.take_fresh``): no
+        read. Anything appended to it meanwhile (a terminate) fails our next append's fence."""
+        dirty = self._inbox_dirty
+        machine = self._new_machine(first.key.run_id)
+        self._inbox_dirty = dirty
+        self._link = None
+        await self._apply(machine, first)
         return machine
 
     async def _apply(self, machine: WorkflowMachine, event: StoredEvent) -> None:
@@ -829,13 +854,20 @@ class WorkflowInstance:
                 },
                 idempotency_id=f"child-end:{run_id}",
             )
-        final = await services.update_run(
-            run_id, status=status, result=packed_result, error=error, completed_at=now
-        )
+        changes = {"status": status, "result": packed_result, "error": error, "completed_at": now}
+        ahead = services.expected_record(run_id, **changes)
+        if ahead is not None:
+            # The terminal event is on the log: a handle waiting in this process gets the
+            # result now, and the record follows as a projection (a crash before it is
+            # written leaves the record `running`; the next worker resumes the run, replays
+            # to its terminal event and writes it).
+            services.notify_done(self.workflow_id, ahead)
+        final = await services.update_run(run_id, **changes)
         if cursor:
             await services.backend.inbox.purge(self.workflow_id, up_to=cursor)
         services.forget(self.workflow_id)
-        services.notify_done(self.workflow_id, final)
+        if ahead is None:
+            services.notify_done(self.workflow_id, final)
 
 
 def _ends_pending_child(machine: WorkflowMachine, message: InboxMessage) -> bool:
