@@ -23,7 +23,8 @@ from typing import Any
 import attrs
 import pytest
 
-from riverrun import Runtime, step, workflow
+from riverrun import RunStatus, Runtime, step, workflow
+from riverrun.testing import wait_until
 
 from .conftest import RuntimeFactory
 
@@ -201,6 +202,11 @@ async def test_a_five_step_workflow_makes_at_most_nine_round_trips_on_its_critic
         # warm up: the first workflow pays one-time costs (stream info, consumers)
         warm = await rt.client.start(five_steps, 0, workflow_id="warm-up")
         assert 5 == await warm.result(timeout=20)
+
+        async def warm_recorded() -> bool:  # its record is written after its result
+            return RunStatus.COMPLETED == (await warm.describe()).status
+
+        await wait_until(warm_recorded)
         counter.on = True
         handle = await rt.client.start(five_steps, 1, workflow_id="counted")
         end = rt._services.announced_end("counted")  # type: ignore[union-attr]
