@@ -8,11 +8,15 @@ durable timers, starts children, and otherwise waits for its inbox. Every append
 fence and then applies the same event to the machine, so the live path and the replay path
 are one.
 
-Continue-as-new is ``_hand_over``: the old run's terminal event and the new run's first event
-are written in one atomic batch fenced by the old run's last sequence. Everything after that
-(run records, chain head, truncation, inbox purge) is a projection of the log, redone
-idempotently by ``_complete_hand_over`` whenever an instance finds a run whose last event is
-``workflow.continued_as_new``: a crash anywhere leaves the old run running or a linked pair.
+Continue-as-new is ``_hand_over``: ONE append, fenced by the old run's last sequence, of the
+old run's terminal event (the link), which carries everything the new run needs. That append
+commits. The new run's first event is then rolled forward from the link (``_successor``,
+written with expected last sequence 0, so at most one writer creates it), by this instance or
+by whichever instance later finds the link without its successor. Everything else (run
+records, chain head, truncation, inbox purge, children's cancellation) is a projection of the
+link, redone idempotently by ``_complete_hand_over`` whenever an instance finds a run whose
+last event is ``workflow.continued_as_new``: a crash anywhere leaves the old run running or a
+link that recovery completes, never two successors.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ from .._errors import (
     WorkflowNotRegistered,
 )
 from ..persistence import (
-    Append,
     InboxMessage,
     Lease,
     NewEvent,
@@ -50,6 +53,7 @@ from ..persistence import (
 from ._commands import Command, ScheduleStep, StartChild, StartTimer, WaitSignal
 from ._containment import is_step_fault, log_close_error, log_step_fault
 from ._events import EventType
+from ._handover import roll_forward, successor_first_event, successor_key
 from ._logcontext import (
     LogContext,
     bind_workflow,
@@ -104,6 +108,7 @@ class WorkflowInstance:
         self._record_lock = anyio.Lock()
         self._skipped_to = 0
         self._lease: Lease | None = None
+        self._link: StoredEvent | None = None
         #: the inbox may hold unread messages: true at load, set again by notify()
         self._inbox_dirty = True
         self.finished = False
@@ -134,11 +139,23 @@ class WorkflowInstance:
         services = self.services
         self._log = bind_workflow(self.workflow_id)
         bind_converter(services.payloads.converter)  # workflow code decodes values with it
-        head = await services.backend.runs.get_head(self.workflow_id)
-        if head is None:
-            self.finished = True
-            return
-        lease = await self._acquire_lease()
+        # a chain just started in this process: its first event is known, its head is too
+        fresh = services.take_fresh(self.workflow_id)
+        if fresh is not None:
+            run_id = fresh.key.run_id
+        else:
+            head = await services.backend.runs.get_head(self.workflow_id)
+            if head is None:
+                self.finished = True
+                return
+            run_id = head.value.current_run_id
+        try:
+            lease = await self._acquire_lease()
+        except LeaseHeld:
+            if fresh is not None:
+                # another worker holds it: it learns of the start from the start message
+                await services.announce_start(self.workflow_id, run_id)
+            raise
         send, receive = anyio.create_memory_object_stream[Callable[[], Awaitable[object]]](
             math.inf
         )
@@ -150,7 +167,7 @@ class WorkflowInstance:
                 tg.start_soon(_run_jobs, receive, keeper)
                 tg.start_soon(self._keep_lease, lease, keeper)
                 with send, contextlib.suppress(Passivate):
-                    await self._host(head.value.current_run_id, send)
+                    await self._host(run_id, send, fresh)
         except BaseExceptionGroup as group:
             # the supervisor decides by exception type: hand it the error itself
             if len(group.exceptions) == 1:
@@ -187,9 +204,12 @@ class WorkflowInstance:
         # every queued projection is written once the task group has drained the jobs
 
     async def _host(
-        self, run_id: str, jobs: MemoryObjectSendStream[Callable[[], Awaitable[object]]]
+        self,
+        run_id: str,
+        jobs: MemoryObjectSendStream[Callable[[], Awaitable[object]]],
+        fresh: StoredEvent | None = None,
     ) -> None:
-        machine = await self._load(run_id)
+        machine = await self._load(run_id) if fresh is None else await self._start_fresh(fresh)
         log_hosted(machine)
         if machine.continued_from_run_id:
             # the hand-over that made this run may have stopped between moving the head and
@@ -209,24 +229,19 @@ class WorkflowInstance:
             if isinstance(outcome, ContinuedAsNew):
                 old_run_id = machine.run_id
                 cursor = self._cursor(machine)
-                first = None
-                if machine.last_event_type != EventType.WORKFLOW_CONTINUED_AS_NEW:
-                    first = await self._hand_over(machine, outcome)
+                live = machine.last_event_type != EventType.WORKFLOW_CONTINUED_AS_NEW
+                if live:
+                    link = await self._hand_over(machine, outcome)
+                else:
+                    # recovered: a link, maybe without its successor yet
+                    assert self._link is not None
+                    link = self._link
+                # the successor exists before any projection may point the head at it
+                successor = await self._successor(link, live=live)
                 await jobs.send(
                     functools.partial(self._complete_hand_over, machine, old_run_id, cursor)
                 )
-                new_run_id = next_run_id(old_run_id)
-                if first is None:
-                    machine = await self._load(new_run_id)
-                else:
-                    # This instance hosted the old run until now and hears every inbox
-                    # message for the workflow: unless one came in meanwhile, the new run's
-                    # cursor (carried in `first`) is already the end of the inbox.
-                    dirty = self._inbox_dirty
-                    machine = self._new_machine(new_run_id)
-                    self._inbox_dirty = dirty
-                    machine.apply(first)  # the event we just wrote: no need to read it back
-                    self._obs.applied(machine, first)
+                machine = successor
                 log_hosted(machine)
                 continue
             if machine.last_event_type not in _TERMINAL_TYPES:
@@ -263,10 +278,17 @@ class WorkflowInstance:
         assert self.key is not None
         pinned = await pin_version(self.services, machine)
         machine.replaying = True
+        last: StoredEvent | None = None
         events = self.services.backend.events.stream(self.key)
         async for event in replay_order(events, machine.patches):
             await self._apply(machine, event)
+            last = event
         machine.replaying = False
+        #: the run's link as stored, if it continued as new: its successor is rolled
+        #: forward from it (``_successor``)
+        self._link = (
+            last if last is not None and last.type == EventType.WORKFLOW_CONTINUED_AS_NEW.value else None
+        )
         await self._note_quarantined()  # foreign messages the replay skipped, if any
         if machine.definition is None:
             raise NonDeterminismError(
@@ -274,6 +296,16 @@ class WorkflowInstance:
                 "its history is missing or was deleted"
             )
         await record_version(self.services, machine, pinned)
+        return machine
+
+    async def _start_fresh(self, first: StoredEvent) -> WorkflowMachine:
+        """A run whose first event this process just wrote (``Services.take_fresh``): no
+        read. Anything appended to it meanwhile (a terminate) fails our next append's fence."""
+        dirty = self._inbox_dirty
+        machine = self._new_machine(first.key.run_id)
+        self._inbox_dirty = dirty
+        self._link = None
+        await self._apply(machine, first)
         return machine
 
     async def _apply(self, machine: WorkflowMachine, event: StoredEvent) -> None:
@@ -763,13 +795,11 @@ class WorkflowInstance:
         elif isinstance(outcome, Cancelled):
             await self._record(machine, EventType.WORKFLOW_CANCELLED, {"message": outcome.message})
 
-    async def _hand_over(
-        self, machine: WorkflowMachine, outcome: ContinuedAsNew
-    ) -> StoredEvent | None:
-        """Write the old run's terminal event and the new run's first event atomically.
+    async def _hand_over(self, machine: WorkflowMachine, outcome: ContinuedAsNew) -> StoredEvent:
+        """Commit the hand-over: ONE fenced append of the old run's terminal event, the link,
+        which carries everything the successor needs (``successor_first_event``).
 
-        Returns the new run's first event as the new machine should see it (values, not
-        claim-check references), or None if an earlier attempt wrote the pair.
+        Returns the link as stored (values by reference, as a replay reads it).
         """
         services = self.services
         assert self.key is not None and machine.definition is not None
@@ -781,12 +811,13 @@ class WorkflowInstance:
         payloads = services.payloads
         carried = {"args": list(outcome.args), "kwargs": dict(outcome.kwargs)}
         pending_signals = machine.pending_signals()
-        new_key = RunKey(workflow_id=self.workflow_id, run_id=new_run_id)
+        sequence = machine.last_sequence + 1
         now = services.clock.now()
         for force in (False, True):
-            # Large values go by reference. If the events are still over the log's limit
-            # (many carried signals, arguments and keyword arguments each just under the
-            # threshold), everything carried goes by reference: the hand-over always fits.
+            # Large values go by reference. If the link (or the successor's first event, the
+            # same values) is still over the log's limit (many carried signals, arguments and
+            # keyword arguments each just under the threshold), everything carried goes by
+            # reference: the hand-over always fits.
             packed = await payloads.pack_data(carried, "continue_as_new", force=force)
             terminal = NewEvent(
                 type=EventType.WORKFLOW_CONTINUED_AS_NEW.value,
@@ -797,67 +828,71 @@ class WorkflowInstance:
                     "kwargs": packed["kwargs"],
                     "reason": outcome.reason,
                     "version": version,
-                },
-            )
-            first = NewEvent(
-                type=EventType.WORKFLOW_STARTED.value,
-                timestamp=now,
-                data={
+                    # what the successor's first event is rolled forward from
                     "workflow_name": name,
-                    "version": version,
-                    "args": packed["args"],
-                    "kwargs": packed["kwargs"],
                     "execution": machine.execution + 1,
-                    "continued_from_run_id": old_key.run_id,
                     "parent": machine.parent,
                     "inbox_cursor": self._cursor(machine),
                     "pending_signals": await payloads.pack_signals(pending_signals, force=force),
                     **self._obs.handover_trace(),
                 },
             )
-            # the new run's first event as the new machine sees it, as a replay will read it
-            started = as_stored(services.codec, new_key, 1, first)
-            if started.size <= services.backend.max_event_bytes:
+            link = as_stored(services.codec, old_key, sequence, terminal)
+            first = as_stored(
+                services.codec, successor_key(link), 1, successor_first_event(link)
+            )
+            if max(link.size, first.size) <= services.backend.max_event_bytes:
                 break
-        started = await self._materialize(started)
-        sequence = machine.last_sequence + 1
         try:
-            await services.backend.events.append_atomic(
-                [
-                    Append(
-                        key=old_key,
-                        event=terminal,
-                        expected_last=machine.last_sequence,
-                        idempotency_id=f"{old_key.run_id}:{sequence}",
-                    ),
-                    Append(
-                        key=new_key,
-                        event=first,
-                        expected_last=0,
-                        idempotency_id=f"{new_run_id}:1",
-                    ),
-                ]
+            await services.backend.events.append(
+                old_key,
+                terminal,
+                expected_last=machine.last_sequence,
+                idempotency_id=f"{old_key.run_id}:{sequence}",
             )
         except ConcurrencyConflict:
-            # Done before us (a retry after a lost ack, or a crashed earlier attempt)?
+            # Done before us (a crashed earlier attempt, another worker)? Then its link is it.
             last = await services.backend.events.read(old_key, after=machine.last_sequence)
             if not last or last[-1].data.get("new_run_id") != new_run_id:
                 raise
-            return None
+            return last[-1]
         machine.last_event_type = EventType.WORKFLOW_CONTINUED_AS_NEW.value
         self._obs.continued(machine, now)
         log_continuing(
             machine, new_run_id, outcome.reason, lambda: len(services.codec.dumps(carried))
         )
-        return started
+        return link
+
+    async def _successor(self, link: StoredEvent, *, live: bool) -> WorkflowMachine:
+        """The successor of ``link``'s run, its first event rolled forward from the link if
+        it is not written yet (by us: ``live``, just after the link; or by anyone recovering
+        the chain). A conflict on that write means another writer made it: read it."""
+        services = self.services
+        new_key = successor_key(link)
+        if not live and await services.backend.events.last_sequence(new_key) > 0:
+            return await self._load(new_key.run_id)
+        if not await roll_forward(services.backend.events, link):
+            return await self._load(new_key.run_id)
+        first = successor_first_event(link)
+        # the event we just wrote, as a replay will read it: no need to read it back
+        started = await self._materialize(as_stored(services.codec, new_key, 1, first))
+        # This instance hosted the old run until now and hears every inbox message for the
+        # workflow: unless one came in meanwhile, the new run's cursor (carried in the
+        # link) is already the end of the inbox.
+        dirty = self._inbox_dirty if live else True
+        machine = self._new_machine(new_key.run_id)
+        self._inbox_dirty = dirty
+        machine.apply(started)
+        self._obs.applied(machine, started)
+        return machine
 
     async def _complete_hand_over(
         self, machine: WorkflowMachine, old_run_id: str, cursor: int
     ) -> str:
         """Project a written hand-over into the run store; idempotent. Returns the new run.
 
-        The writes are independent of each other, so they run concurrently: a hand-over
-        costs the atomic batch plus about two store round trips.
+        The writes are independent of each other, so they run concurrently, off the
+        critical path (a queued job): the next run executes meanwhile.
         """
         services = self.services
         assert machine.definition is not None
@@ -953,13 +988,20 @@ class WorkflowInstance:
                 },
                 idempotency_id=f"child-end:{run_id}",
             )
-        final = await services.update_run(
-            run_id, status=status, result=packed_result, error=error, completed_at=now
-        )
+        changes = {"status": status, "result": packed_result, "error": error, "completed_at": now}
+        ahead = services.expected_record(run_id, **changes)
+        if ahead is not None:
+            # The terminal event is on the log: a handle waiting in this process gets the
+            # result now, and the record follows as a projection (a crash before it is
+            # written leaves the record `running`; the next worker resumes the run, replays
+            # to its terminal event and writes it).
+            services.notify_done(self.workflow_id, ahead)
+        final = await services.update_run(run_id, **changes)
         if cursor:
             await services.backend.inbox.purge(self.workflow_id, up_to=cursor)
         services.forget(self.workflow_id)
-        services.notify_done(self.workflow_id, final)
+        if ahead is None:
+            services.notify_done(self.workflow_id, final)
 
 
 def _ends_pending_child(machine: WorkflowMachine, message: InboxMessage) -> bool:

@@ -5,7 +5,7 @@ chain head, update a run record, apply retention, wait for a chain to end)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +19,10 @@ from ..persistence import (
     NewEvent,
     RunKey,
     RunStatus,
+    StoredEvent,
     Versioned,
     WorkflowRun,
+    as_stored,
 )
 from ..persistence._codec import Codec
 from ._definitions import WorkflowRegistry
@@ -67,8 +69,11 @@ class Services:
     #: compare-and-set without reading first (a conflict falls back to reading)
     _known_runs: dict[str, Versioned[WorkflowRun]] = attrs.field(factory=dict)
     _known_heads: dict[str, Versioned[ChainHead]] = attrs.field(factory=dict)
-    #: set by the worker: wake the instance hosting a workflow id (in this process)
-    on_started: Callable[[str], None] | None = None
+    #: set by the worker while it runs: host a chain just started in this process, whose
+    #: first event it takes from ``take_fresh`` (False: it cannot; send the start message)
+    on_started: Callable[[str], bool] | None = None
+    #: first events of chains started here, for the local worker to host without reading them
+    _fresh: dict[str, StoredEvent] = attrs.field(factory=dict)
     telemetry: Telemetry = attrs.field(factory=Telemetry)
 
     _step_limiter: anyio.CapacityLimiter | None = None
@@ -137,8 +142,14 @@ class Services:
     ) -> str:
         """``start_chain`` (see there).
 
-        The log write comes first and the head's compare-and-set last: the head is what
-        commits a start, so two racing starts of one id leave exactly one chain.
+        The log write comes before the head's compare-and-set: the head is what commits a
+        start, so two racing starts of one id leave exactly one chain. The run record is
+        created while the inbox cursor is read (a crash before the head commits leaves a
+        record of a chain that never started, as a crash between record and head always did).
+
+        Critical path: 3 store round trips (cursor + record, first event, head). A chain this
+        process's worker hosts gets its first event in memory (``take_fresh``) and no start
+        message; any other gets the start message (a 4th).
         """
         validate_workflow_id(workflow_id)
         runs = self.backend.runs
@@ -148,7 +159,7 @@ class Services:
             if head is not None and head.value.first_run_id == idempotent_run_id:
                 # a child start redone after a crash, which may have come between the head's
                 # commit and the start message: without that message no worker hosts it
-                await self._announce_start(workflow_id, idempotent_run_id)
+                await self.announce_start(workflow_id, idempotent_run_id)
                 return idempotent_run_id
             if head is not None:
                 await self._check_not_running(workflow_id, head.value.current_run_id)
@@ -157,7 +168,6 @@ class Services:
         # unconsumed signals, cancels and child results stay behind its inbox cursor. (A
         # message sent to an earlier chain after this read and before the head moves, which
         # needs a sender that saw that chain running, still reaches the new chain.)
-        inbox_cursor = await self.backend.inbox.last_sequence(workflow_id)
         data = {
             "workflow_name": workflow_name,
             "version": version,
@@ -166,19 +176,11 @@ class Services:
             "execution": 1,
             "continued_from_run_id": None,
             "parent": dict(parent) if parent else None,
-            "inbox_cursor": inbox_cursor,
         }
         if trace:
             data["trace"] = dict(trace)  # the start's span, parent of the runs' spans
         packed = await self.payloads.pack_data(data, f"workflow {workflow_name!r} arguments")
         now = self.clock.now()
-        key = RunKey(workflow_id=workflow_id, run_id=run_id)
-        await self.backend.events.append(
-            key,
-            NewEvent(type=EventType.WORKFLOW_STARTED.value, timestamp=now, data=packed),
-            expected_last=0,
-            idempotency_id=f"{run_id}:1",
-        )
         record = WorkflowRun(
             run_id=run_id,
             workflow_id=workflow_id,
@@ -190,11 +192,37 @@ class Services:
             parent_workflow_id=parent["workflow_id"] if parent else None,
             version=version,
         )
+        key = RunKey(workflow_id=workflow_id, run_id=run_id)
+
+        async def create_record() -> None:
+            try:
+                await self.create_run(record)
+            except ConcurrencyConflict:
+                if idempotent_run_id is None:
+                    raise
+
+        cursor: list[int] = []
+
+        async def read_cursor() -> None:
+            cursor.append(await self.backend.inbox.last_sequence(workflow_id))
+
         try:
-            await self.create_run(record)
-        except ConcurrencyConflict:
-            if idempotent_run_id is None:
-                raise
+            await _both(create_record, read_cursor)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await runs.delete_run(run_id)
+            raise
+        inbox_cursor = cursor[0]
+        packed["inbox_cursor"] = inbox_cursor
+        first = NewEvent(type=EventType.WORKFLOW_STARTED.value, timestamp=now, data=packed)
+        try:
+            await self.backend.events.append(
+                key, first, expected_last=0, idempotency_id=f"{run_id}:1"
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await runs.delete_run(run_id)
+            raise
         new_head = ChainHead(
             workflow_id=workflow_id,
             workflow_name=workflow_name,
@@ -210,10 +238,20 @@ class Services:
             raise
         if self.local_worker and workflow_name in self.registry:
             self._done[workflow_id] = ChainEnd(run_id)  # this worker will announce the end
-        await self._announce_start(workflow_id, run_id)
+            if self.on_started is not None:
+                # the first event as a replay would read it: the worker hosts the run from it
+                _bounded_put(self._fresh, workflow_id, as_stored(self.codec, key, 1, first))
+                if self.on_started(workflow_id):
+                    return run_id
+                self._fresh.pop(workflow_id, None)
+        await self.announce_start(workflow_id, run_id)
         return run_id
 
-    async def _announce_start(self, workflow_id: str, run_id: str) -> None:
+    def take_fresh(self, workflow_id: str) -> StoredEvent | None:
+        """The first event of a chain this process just started (once), if any."""
+        return self._fresh.pop(workflow_id, None)
+
+    async def announce_start(self, workflow_id: str, run_id: str) -> None:
         """Tell the workers of the namespace that a chain was started (sent again by a redone
         start: the inbox drops the copy within its duplicate window, the worker ignores it)."""
         await self.backend.inbox.send(
@@ -329,6 +367,12 @@ class Services:
                 self._remember_run(updated, revision)
             return updated
 
+    def expected_record(self, run_id: str, **changes: Any) -> WorkflowRun | None:
+        """The record ``update_run(run_id, **changes)`` will write, if this process wrote the
+        record last (else ``None``: unknown without a read)."""
+        current = self._known_runs.get(run_id)
+        return None if current is None else attrs.evolve(current.value, **changes)
+
     async def move_head(self, workflow_id: str, run_id: str) -> None:
         runs = self.backend.runs
         head = self._known_heads.pop(workflow_id, None)
@@ -411,6 +455,24 @@ class Services:
 
 
 _CACHE_MAX = 10_000
+
+
+async def _both(first: Callable[[], Awaitable[None]], second: Callable[[], Awaitable[None]]) -> None:
+    """Run both concurrently (one round trip's wait); the first error is raised as itself."""
+    errors: list[BaseException] = []
+
+    async def run(fn: Callable[[], Awaitable[None]], scope: anyio.CancelScope) -> None:
+        try:
+            await fn()
+        except Exception as exc:
+            errors.append(exc)
+            scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, first, tg.cancel_scope)
+        tg.start_soon(run, second, tg.cancel_scope)
+    if errors:
+        raise errors[0]
 
 
 def _bounded_put(cache: dict[str, Any], key: str, value: Any) -> None:

@@ -30,6 +30,7 @@ import attrs
 from .._errors import ConcurrencyConflict, WorkflowNotFound
 from ..persistence import NewEvent, RunKey, RunStatus, StoredEvent, WorkflowRun
 from ._events import EventType
+from ._handover import roll_forward
 
 if TYPE_CHECKING:
     from ._services import Services
@@ -87,9 +88,15 @@ async def terminate_run(
     attempts = 0
     links: list[tuple[str, datetime]] = []
     next_of: dict[str, str] = {}
+    link: StoredEvent | None = None  # the link just followed, while its successor is unread
     while True:
         key = RunKey(workflow_id=workflow_id, run_id=run_id)
         last = await events.last_sequence(key)
+        if last == 0 and link is not None:
+            # a hand-over committed (its link) before its successor's first event was written
+            await roll_forward(events, link)
+            link = None
+            continue
         if last == 0:
             raise WorkflowNotFound(f"run {run_id!r} of workflow {workflow_id!r} has no events")
         tail = await events.read(key, after=last - 1)
@@ -99,6 +106,7 @@ async def terminate_run(
             links.append((run_id, tail[-1].timestamp))
             next_of[run_id] = following
             run_id = following
+            link = tail[-1]
             continue
         if kind == EventType.WORKFLOW_CANCELLED.value and tail[-1].data.get("terminate_id") == token:
             break  # our own append, whose acknowledgement was lost

@@ -72,9 +72,13 @@ class WorkerStatistics:
 class WorkflowActor(Actor):
     """Hosts one workflow id: each incarnation replays the chain's current run."""
 
-    def __init__(self, worker: Worker, workflow_id: str) -> None:
+    def __init__(self, worker: Worker, workflow_id: str, *, quiet: bool = False) -> None:
         self.worker = worker
         self.instance = WorkflowInstance(worker.services, workflow_id)
+        if quiet:
+            # spawned for a chain just started here, before any inbox message for it
+            # reached this worker: its instance reads the inbox once one does
+            self.instance._inbox_dirty = False
 
     async def on_start(self, ctx: ActorContext) -> None:
         # in the actor's own task: its supervision logs and every task it starts carry the id
@@ -332,8 +336,12 @@ class Worker:
         await self._ready.wait()
         async with self.services.backend.inbox.watch() as messages:
             await self._recover()
-            task_status.started()
-            await self._route(messages)
+            self.services.on_started = self._host_started
+            try:
+                task_status.started()
+                await self._route(messages)
+            finally:
+                self.services.on_started = None
 
     async def _route(self, messages: AsyncIterator[InboxMessage]) -> None:
         async for message in messages:
@@ -354,7 +362,22 @@ class Worker:
         for run in await self.services.backend.runs.list_runs(status=RunStatus.RUNNING):
             await self.deliver(run.workflow_id, None)
 
-    async def deliver(self, workflow_id: str, message: InboxMessage | None) -> None:
+    def _host_started(self, workflow_id: str) -> bool:
+        """Host a chain just started in this process (``Services.on_started``): no start
+        message, no read of its first event or of its inbox."""
+        ctx = self._ctx
+        if ctx is None or workflow_id in self._parked:
+            return False
+        ctx.start_soon(self._spawn_started, workflow_id)
+        return True
+
+    async def _spawn_started(self, workflow_id: str) -> None:
+        quiet = workflow_id not in self._refs and workflow_id not in self._rerun
+        await self.deliver(workflow_id, None, quiet=quiet)
+
+    async def deliver(
+        self, workflow_id: str, message: InboxMessage | None, *, quiet: bool = False
+    ) -> None:
         if workflow_id in self._parked:
             if message is not None and message.kind == "terminate":
                 await self._unpark_if_ended(workflow_id, message)
@@ -371,7 +394,7 @@ class Worker:
         ctx = self._ctx
         assert ctx is not None
         ref = await ctx.spawn(
-            lambda: WorkflowActor(self, workflow_id),
+            lambda: WorkflowActor(self, workflow_id, quiet=quiet),
             name=f"wf:{workflow_id.replace('/', '%2F')}",
             mailbox_size=64,
         )

@@ -12,10 +12,14 @@ so a test can tell how often each step *ran* (log lines) from which execution wa
 ``<point>`` (it first logs ``KILL <point> <pid>``):
 
 - ``step``: inside the step that runs right before each ``continue_as_new`` (after it ran);
-- ``before``: right before the continue-as-new atomic batch is written;
-- ``after``: right after the atomic batch was acknowledged (the linked pair is written,
-  nothing of it is projected into run records, chain head or truncation yet);
-- ``child-end``: right before a finished child chain notifies its parent;
+- ``before``: right before the continue-as-new link (the old run's terminal event, the
+  hand-over's one append) is written;
+- ``after``: right after the link was acknowledged: the hand-over is committed, the new run
+  has no event yet (recovery rolls its first event forward from the link), nothing is
+  projected into run records, chain head or truncation yet;
+- ``successor``: right after the new run's first event (rolled forward from the link) was
+  acknowledged, before any projection;
+- ``child-end``: right before a finished child chain notifies its parent.
 - ``fan``: inside a step of ``kill_fan_out`` (after it ran), the others in flight with it.
 
 The hooks wrap the backend classes in this process only; the runtime is unchanged.
@@ -51,7 +55,7 @@ KILL_ENV = "RIVERRUN_E2E_KILL"
 LEASE_TTL_ENV = "RIVERRUN_E2E_LEASE_TTL"
 #: set: the worker first waits one lease ttl, so that a killed predecessor's leases expired
 WAIT_LEASES_ENV = "RIVERRUN_E2E_WAIT_LEASES"
-KILL_POINTS = ("step", "before", "after", "child-end", "fan")
+KILL_POINTS = ("step", "before", "after", "successor", "child-end", "fan")
 
 _log_path: Path | None = None
 
@@ -104,12 +108,22 @@ def install_kill_hooks(spec: str | None) -> None:
     from riverrun.persistence._jetstream_events import JetStreamEventLog
     from riverrun.persistence._jetstream_inbox import JetStreamInbox
 
-    append_atomic = JetStreamEventLog.append_atomic
+    append = JetStreamEventLog.append
 
-    async def append_atomic_hooked(self: JetStreamEventLog, appends: Sequence[Any]) -> list[int]:
-        maybe_kill("before")
-        out = await append_atomic(self, appends)
-        maybe_kill("after")
+    async def append_hooked(
+        self: JetStreamEventLog, key: Any, event: Any, **kwargs: Any
+    ) -> int:
+        link = event.type == "workflow.continued_as_new"
+        successor = event.type == "workflow.started" and bool(
+            event.data.get("continued_from_run_id")
+        )
+        if link:
+            maybe_kill("before")
+        out = await append(self, key, event, **kwargs)
+        if link:
+            maybe_kill("after")
+        elif successor:
+            maybe_kill("successor")
         return out
 
     send = JetStreamInbox.send
@@ -121,7 +135,7 @@ def install_kill_hooks(spec: str | None) -> None:
             maybe_kill("child-end")
         return await send(self, workflow_id, kind, data, **kwargs)
 
-    JetStreamEventLog.append_atomic = append_atomic_hooked  # type: ignore[method-assign]
+    JetStreamEventLog.append = append_hooked  # type: ignore[method-assign]
     JetStreamInbox.send = send_hooked  # type: ignore[method-assign,assignment]
 
 

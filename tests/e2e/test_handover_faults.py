@@ -1,12 +1,13 @@
-"""Faults injected at one exact point of the continue-as-new hand-over's projection.
+"""Faults injected at one exact point of the continue-as-new hand-over.
 
-The hand-over is the atomic batch (old run's terminal event + new run's first event) followed
-by a projection into the run store: new run record, old run record, chain head, truncation,
-inbox purge (``WorkflowInstance._complete_hand_over``). DESIGN.md: a crash at any point leaves
-either the old run still running (it redoes the hand-over) or a complete, linked pair. Here
-the store fails once at a chosen point of the projection, after another part of it got
-through; the worker's supervisor restarts the instance from its history, as it does after any
-store fault.
+The hand-over is one fenced append, the old run's terminal event (the link, the commit
+point), then the new run's first event rolled forward from the link, then a projection into
+the run store: new run record, old run record, chain head, truncation, inbox purge
+(``WorkflowInstance._complete_hand_over``). A crash at any point leaves either the old run
+still running (it redoes the hand-over) or a committed link that recovery completes, never
+two successors. Here the store fails once at a chosen point, after another part of the
+hand-over got through; the worker's supervisor restarts the instance from its history, as it
+does after any store fault.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from riverrun import (
     step,
     workflow,
 )
-from riverrun.persistence import ChainHead, RunKey, StoreUnavailable
+from riverrun.persistence import ChainHead, NewEvent, RunKey, StoreUnavailable
+from riverrun.runtime._instance import next_run_id
 from riverrun.testing import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -165,6 +167,59 @@ async def test_a_fault_in_truncation_after_the_head_moved_still_truncates(
     assert [[EventType.WORKFLOW_CONTINUED_AS_NEW]] * 2 == [
         [e.type for e in ev] for ev in events[:2]
     ]
+
+
+def is_successor_first_event(key: RunKey, event: NewEvent, **kwargs: Any) -> bool:
+    return event.type == EventType.WORKFLOW_STARTED and bool(
+        event.data.get("continued_from_run_id")
+    )
+
+
+async def test_a_fault_after_the_link_rolls_the_successor_forward_once(
+    runtime_factory: RuntimeFactory,
+) -> None:
+    # the hand-over committed (the old run's link is written) and the store fails before the
+    # new run's first event: the restarted instance finds the link without its successor and
+    # writes it from the link; the chain goes on as if nothing happened
+    async with runtime_factory(restart_backoff=0.01) as rt:
+        workflow_id = "fault-after-link"
+        seen: list[tuple[str | None, int]] = []
+        written: list[tuple[str, int]] = []
+
+        async def link_written() -> bool:
+            return True
+
+        failed = fail_once(
+            rt.backend.events, "append", when=is_successor_first_event, after=link_written
+        )
+        original = rt.backend.events.append
+
+        async def watching(key: RunKey, event: NewEvent, **kwargs: Any) -> int:
+            if is_successor_first_event(key, event) and not seen:
+                # at the crash point: the link is the old run's last event, the new run empty
+                old = RunKey(workflow_id=key.workflow_id, run_id=event.data["continued_from_run_id"])
+                last = (await rt.backend.events.read(old))[-1]
+                seen.append((last.type, await rt.backend.events.last_sequence(key)))
+            sequence = await original(key, event, **kwargs)
+            if is_successor_first_event(key, event):
+                written.append((key.run_id, sequence))
+            return sequence
+
+        rt.backend.events.append = watching  # type: ignore[method-assign]
+        handle = await rt.client.start(short_chain, 3, workflow_id=workflow_id)
+        assert 3 + 303 + 603 == await handle.result(timeout=30)
+        chain = await rt.client.get_workflow_chain(handle.first_run_id)
+        restarts = rt.worker.statistics().restarts if rt.worker else 0
+
+    assert 1 == len(failed)
+    assert (EventType.WORKFLOW_CONTINUED_AS_NEW, 0) == seen[0]
+    assert 1 <= restarts
+    assert [RunStatus.CONTINUED_AS_NEW] * 2 + [RunStatus.COMPLETED] == [r.status for r in chain]
+    assert [next_run_id(chain[0].run_id), next_run_id(chain[1].run_id)] == [
+        r.run_id for r in chain[1:]
+    ]
+    # each successor's first event written once, at sequence 1 (after the failed attempt)
+    assert [(r.run_id, 1) for r in chain[1:]] == written
 
 
 def _parked_or_done(rt: Runtime, first_run_id: str) -> Callable[[], Awaitable[bool]]:

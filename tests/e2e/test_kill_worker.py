@@ -6,8 +6,9 @@ continue-as-new every few units), feeds them signals, and kills the worker at mo
 from a seeded RNG, restarting it each time. A third of the kills are aimed at the
 continue-as-new hand-over: right after a run is seen to have continued (its record says
 ``continued_as_new`` while the rest of the projection may still be in flight), or by the worker
-itself inside the step right before ``continue_as_new``, just before the atomic batch, or just
-after it. In the end every chain has its exact result, is linked without gaps, and every step
+itself inside the step right before ``continue_as_new``, just before the hand-over's one
+append (the link), just after it (committed, the new run not written yet: recovery rolls it
+forward from the link), or just after the new run's first event. In the end every chain has its exact result, is linked without gaps, and every step
 was recorded once (it may have *run* more than once: at-least-once execution).
 
 ``RIVERRUN_E2E_KILLS`` (default 100) sets the number of kills, ``RIVERRUN_E2E_SEED`` the seed.
@@ -200,7 +201,7 @@ async def test_workflows_survive_worker_kills(
                 steps_before = tail.steps
                 # every draw happens whatever the branch, so the schedule depends on SEED only
                 mode_draw, delay, burst = rng.random(), rng.uniform(0.0, 1.0), rng.random()
-                point, nth = rng.choice(("step", "before", "after")), rng.randint(1, 3)
+                point, nth = rng.choice(("step", "before", "after", "successor")), rng.randint(1, 3)
                 await send_signals((cycle + 1) * signals_each // KILLS + (burst < 0.2))
                 mode = "random" if mode_draw < 0.4 else "observed" if mode_draw < 0.7 else "self"
                 spec = f"{point}:{nth}" if mode == "self" else None

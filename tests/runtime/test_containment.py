@@ -387,6 +387,9 @@ async def test_an_infrastructure_fault_never_parks(
             return original(key, after=after)
 
         monkeypatch.setattr(events, "stream", flaky_stream)
+        # hosted from the log, as after a restart (a chain started in this process is
+        # otherwise hosted from the first event its start wrote, without a read)
+        monkeypatch.setattr(rt._services, "on_started", None)
         handle = await rt.client.start(healthy, 4)
         assert await handle.result(timeout=30) == 4
         stats = worker.statistics()
@@ -412,6 +415,9 @@ async def test_a_refused_permission_parks_instead_of_retrying_for_ever(
             )
 
         monkeypatch.setattr(events, "stream", refused)
+        # hosted from the log, as after a restart (a chain started in this process is
+        # otherwise hosted from the first event its start wrote, without a read)
+        monkeypatch.setattr(rt._services, "on_started", None)
         handle = await rt.client.start(healthy, 4, workflow_id="perm-denied")
         async def parked() -> bool:
             return "perm-denied" in worker.parked

@@ -136,6 +136,9 @@ async def test_a_restart_loop_is_noted_once(
             return original(key, after=after)
 
         monkeypatch.setattr(events, "stream", flaky_stream)
+        # through the history read, as a chain another process started (one started here is
+        # handed to this worker with its first event, and its first hosting reads nothing)
+        monkeypatch.setattr(rt._services, "on_started", None)
         handle = await rt.client.start(healthy, 4)
         assert await handle.result(timeout=30) == 4
         loops = await _notes(rt, handle.workflow_id, "restart_loop")
