@@ -402,16 +402,20 @@ class WorkflowInstance:
 
     async def _resume_pending(self, machine: WorkflowMachine) -> None:
         """After a replay: re-arm timers whose schedule may have been lost in a crash."""
-        assert self.key is not None
         for timer_id, fire_at in machine.timers.items():
             if isinstance(fire_at, datetime):
-                await self.services.backend.inbox.schedule(
-                    self.workflow_id,
-                    timer_id,
-                    fire_at,
-                    "timer",
-                    {"timer_id": timer_id, "run_id": self.key.run_id},
-                )
+                await self._schedule_timer(timer_id, fire_at)
+
+    async def _schedule_timer(self, timer_id: str, fire_at: datetime) -> None:
+        """The message schedule that fires the run's timer into its inbox (idempotent)."""
+        assert self.key is not None
+        await self.services.backend.inbox.schedule(
+            self.workflow_id,
+            timer_id,
+            fire_at,
+            "timer",
+            {"timer_id": timer_id, "run_id": self.key.run_id},
+        )
 
     async def _drive(self, machine: WorkflowMachine) -> Outcome:
         """Carry out the machine's live commands until the run's outcome is decided.
@@ -721,13 +725,7 @@ class WorkflowInstance:
             {"position": command.position, "timer_id": timer_id, "fire_at": fire_at},
         )
         if recorded:
-            await self.services.backend.inbox.schedule(
-                self.workflow_id,
-                timer_id,
-                fire_at,
-                "timer",
-                {"timer_id": timer_id, "run_id": self.key.run_id},
-            )
+            await self._schedule_timer(timer_id, fire_at)
         return recorded
 
     async def _start_child(self, machine: WorkflowMachine, command: StartChild) -> None:
