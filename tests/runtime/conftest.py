@@ -9,8 +9,35 @@ from typing import Any
 import pytest
 
 from riverrun import Runtime
+from riverrun.persistence import RunKey, StoredEvent
 
 RuntimeFactory = Callable[..., AbstractAsyncContextManager[Runtime]]
+
+
+def fail_history_reads(
+    monkeypatch: pytest.MonkeyPatch,
+    rt: Runtime,
+    fault: Callable[[int, RunKey], BaseException | None],
+) -> None:
+    """Make the runtime's history reads raise ``fault(n, key)`` for the n-th read (1, 2, ...)
+    until it returns ``None``, then read as usual.
+
+    Chains are hosted from the log, as after a restart: a chain started in this process is
+    otherwise handed to its worker with its first event, and its first hosting reads nothing.
+    """
+    events = rt.backend.events
+    original = events.stream
+    reads = {"n": 0}
+
+    def stream(key: RunKey, *, after: int = 0) -> AsyncIterator[StoredEvent]:
+        reads["n"] += 1
+        error = fault(reads["n"], key)
+        if error is not None:
+            raise error
+        return original(key, after=after)
+
+    monkeypatch.setattr(events, "stream", stream)
+    monkeypatch.setattr(rt._services, "on_started", None)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import anyio
@@ -27,10 +26,10 @@ from riverrun import (
     workflow,
 )
 from riverrun._errors import StorePermissionDenied
-from riverrun.persistence import NewEvent, RunKey, StoredEvent, StoreUnavailable
+from riverrun.persistence import NewEvent, RunKey, StoreUnavailable
 from riverrun.testing import wait_until
 
-from .conftest import RuntimeFactory
+from .conftest import RuntimeFactory, fail_history_reads
 
 pytestmark = pytest.mark.anyio
 
@@ -376,24 +375,19 @@ async def test_an_infrastructure_fault_never_parks(
     ) as rt:
         worker = rt.worker
         assert worker is not None
-        events = rt.backend.events
-        original = events.stream
-        outage = {"left": 6}
+        outages: list[int] = []
 
-        def flaky_stream(key: RunKey, *, after: int = 0) -> AsyncIterator[StoredEvent]:
-            if outage["left"] > 0:
-                outage["left"] -= 1
-                raise StoreUnavailable("the store is down (test)")
-            return original(key, after=after)
+        def outage(n: int, key: RunKey) -> BaseException | None:
+            if n > 6:
+                return None
+            outages.append(n)
+            return StoreUnavailable("the store is down (test)")
 
-        monkeypatch.setattr(events, "stream", flaky_stream)
-        # hosted from the log, as after a restart (a chain started in this process is
-        # otherwise hosted from the first event its start wrote, without a read)
-        monkeypatch.setattr(rt._services, "on_started", None)
+        fail_history_reads(monkeypatch, rt, outage)
         handle = await rt.client.start(healthy, 4)
         assert await handle.result(timeout=30) == 4
         stats = worker.statistics()
-    assert outage["left"] == 0
+    assert [1, 2, 3, 4, 5, 6] == outages
     assert stats.parked == 0 and stats.restarts >= 6
 
 
@@ -407,18 +401,15 @@ async def test_a_refused_permission_parks_instead_of_retrying_for_ever(
     ) as rt:
         worker = rt.worker
         assert worker is not None
-        events = rt.backend.events
 
-        def refused(key: RunKey, *, after: int = 0) -> AsyncIterator[StoredEvent]:
-            raise StorePermissionDenied(
+        def refused(n: int, key: RunKey) -> BaseException | None:
+            return StorePermissionDenied(
                 "permissions violation (test)", subject=f"rr.x.ev.{key.workflow_id}"
             )
 
-        monkeypatch.setattr(events, "stream", refused)
-        # hosted from the log, as after a restart (a chain started in this process is
-        # otherwise hosted from the first event its start wrote, without a read)
-        monkeypatch.setattr(rt._services, "on_started", None)
+        fail_history_reads(monkeypatch, rt, refused)
         handle = await rt.client.start(healthy, 4, workflow_id="perm-denied")
+
         async def parked() -> bool:
             return "perm-denied" in worker.parked
 

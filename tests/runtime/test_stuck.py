@@ -4,18 +4,17 @@ lets a parked workflow go."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from riverrun import EventType, Runtime, step, wait_for_signal, workflow
-from riverrun.persistence import NewEvent, OperatorNote, RunKey, StoredEvent, read_notes
+from riverrun.persistence import NewEvent, OperatorNote, RunKey, read_notes
 from riverrun.runtime._stuck import RESTART_LOOP_AFTER, RestartStreaks, stuck
 from riverrun.testing import wait_until
 
-from .conftest import RuntimeFactory
+from .conftest import RuntimeFactory, fail_history_reads
 
 pytestmark = pytest.mark.anyio
 
@@ -124,21 +123,12 @@ async def test_a_restart_loop_is_noted_once(
     async with make_runtime(workflows=[healthy], restart_backoff=0.0, park_after_failures=2) as rt:
         worker = rt.worker
         assert worker is not None
-        events = rt.backend.events
-        original = events.stream
-        crashes = {"n": 0}
 
-        def flaky_stream(key: RunKey, *, after: int = 0) -> AsyncIterator[StoredEvent]:
-            if crashes["n"] < 7:
-                crashes["n"] += 1
-                # a different message each time: never the same crash twice, never parked
-                raise RuntimeError(f"crash number {crashes['n']}")
-            return original(key, after=after)
+        def crash(n: int, key: RunKey) -> BaseException | None:
+            # a different message each time: never the same crash twice, never parked
+            return RuntimeError(f"crash number {n}") if n <= 7 else None
 
-        monkeypatch.setattr(events, "stream", flaky_stream)
-        # through the history read, as a chain another process started (one started here is
-        # handed to this worker with its first event, and its first hosting reads nothing)
-        monkeypatch.setattr(rt._services, "on_started", None)
+        fail_history_reads(monkeypatch, rt, crash)
         handle = await rt.client.start(healthy, 4)
         assert await handle.result(timeout=30) == 4
         loops = await _notes(rt, handle.workflow_id, "restart_loop")

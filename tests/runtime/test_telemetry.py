@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,9 +13,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from riverrun import continue_as_new, execute_child, step, wait_for_signal, workflow
-from riverrun.persistence import RunKey, StoredEvent, StoreUnavailable
+from riverrun.persistence import RunKey, StoreUnavailable
 
-from .conftest import RuntimeFactory
+from .conftest import RuntimeFactory, fail_history_reads
 
 pytestmark = pytest.mark.anyio
 
@@ -178,20 +178,11 @@ async def test_store_errors_are_counted_and_restarted(
     async with make_runtime(
         workflows=[traced_child], restart_backoff=0.0, meter_provider=meters
     ) as rt:
-        events = rt.backend.events
-        original = events.stream
-        outage = {"left": 3}
 
-        def flaky_stream(key: RunKey, *, after: int = 0) -> AsyncIterator[StoredEvent]:
-            if outage["left"] > 0:
-                outage["left"] -= 1
-                raise StoreUnavailable("the store is down (test)")
-            return original(key, after=after)
+        def outage(n: int, key: RunKey) -> BaseException | None:
+            return StoreUnavailable("the store is down (test)") if n <= 3 else None
 
-        monkeypatch.setattr(events, "stream", flaky_stream)
-        # hosted from the log, as after a restart (a chain started in this process is
-        # otherwise hosted from the first event its start wrote, without a read)
-        monkeypatch.setattr(rt._services, "on_started", None)
+        fail_history_reads(monkeypatch, rt, outage)
         assert 4 == await (await rt.client.start(traced_child, 2)).result(timeout=30)
         found = points(reader)
     assert 3 == value(found, "riverrun.store.errors", error_type="StoreUnavailable").value
