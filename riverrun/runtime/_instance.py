@@ -539,7 +539,9 @@ class WorkflowInstance:
             if _ends_pending_child(machine, message):
                 self._inbox_dirty = True  # read again once the child's start is recorded
                 break
-            await self._consume(machine, message)
+            if not await self._consume(machine, message):
+                self._inbox_dirty = True  # the run ended meanwhile: the rest is the next run's
+                break
         await self._note_quarantined()  # what it skipped, in one write
 
     async def _note_quarantined(self) -> None:
@@ -547,7 +549,9 @@ class WorkflowInstance:
         if services.backend.quarantine.has_unnoted(self.workflow_id):
             await note_quarantined(services.backend, self.workflow_id, services.worker_id)
 
-    async def _consume(self, machine: WorkflowMachine, message: InboxMessage) -> None:
+    async def _consume(self, machine: WorkflowMachine, message: InboxMessage) -> bool:
+        """Record (or skip) one inbox message; False if the run's outcome was decided before
+        its turn to write came (a step's result recorded meanwhile): it is left unread."""
         assert self.key is not None
         self._obs.inbox_read(message, self.services.clock.now())
         data = message.data
@@ -560,7 +564,7 @@ class WorkflowInstance:
                 quarantine_record(message, reason, self.key.run_id)
             )
         elif kind == "signal":
-            await self._record(
+            return await self._record_message(
                 machine,
                 EventType.SIGNAL_RECEIVED,
                 {"name": data["name"], "payload": data.get("payload"), "inbox_seq": seq},
@@ -568,13 +572,13 @@ class WorkflowInstance:
         elif kind == "terminate":
             # ends the run here: the workflow code gets no CancellationError to handle
             reason = data.get("reason") or "terminated"
-            await self._record(
+            return await self._record_message(
                 machine,
                 EventType.WORKFLOW_CANCELLED,
                 {"message": f"terminated: {reason}", "terminated": True, "inbox_seq": seq},
             )
         elif kind == "cancel" and not machine.cancel_requested:
-            await self._record(
+            return await self._record_message(
                 machine,
                 EventType.CANCELLATION_REQUESTED,
                 {"inbox_seq": seq, "reason": data.get("reason")},
@@ -584,7 +588,7 @@ class WorkflowInstance:
             and data.get("run_id") == self.key.run_id
             and data.get("timer_id") in machine.timers
         ):
-            await self._record(
+            return await self._record_message(
                 machine, EventType.TIMER_FIRED, {"timer_id": data["timer_id"], "inbox_seq": seq}
             )
         elif kind == "child" and data.get("child_workflow_id") in machine.children:
@@ -593,7 +597,7 @@ class WorkflowInstance:
                 "completed": EventType.CHILD_COMPLETED,
                 "cancelled": EventType.CHILD_CANCELLED,
             }.get(str(status), EventType.CHILD_FAILED)
-            await self._record(
+            return await self._record_message(
                 machine,
                 type_,
                 {
@@ -605,6 +609,19 @@ class WorkflowInstance:
             )
         else:
             self._skipped_to = max(self._skipped_to, seq)
+        return True
+
+    async def _record_message(
+        self, machine: WorkflowMachine, type_: EventType, data: Mapping[str, Any]
+    ) -> bool:
+        """``_record`` an inbox message's event unless the run's outcome is decided by the
+        time the lock is ours: a run that has ended records no more messages (the machine
+        would not apply them; the next run reads them from the inbox)."""
+        async with self._record_lock:
+            if machine.outcome is not None:
+                return False
+            await self._append_apply(machine, type_, data)
+            return True
 
     async def _step_task(
         self, machine: WorkflowMachine, command: ScheduleStep, scope: anyio.CancelScope

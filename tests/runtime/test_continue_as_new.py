@@ -16,6 +16,7 @@ from riverrun import (
     RunStatus,
     continue_as_new,
     get_workflow_chain,
+    step,
     wait_for_signal,
     workflow,
 )
@@ -294,3 +295,61 @@ async def test_a_signal_that_wins_retires_its_timeout(make_runtime: RuntimeFacto
         await anyio.sleep(0.6)  # past the timeout: its firing must not be recorded
         types = [e.type for e in await handle.events()]
     assert EventType.TIMER_FIRED not in types
+
+
+RACE_RELEASE: dict[str, anyio.Event] = {}
+RACE_STARTED: dict[str, anyio.Event] = {}
+
+
+@step()
+async def race_gate(key: str) -> int:
+    RACE_STARTED[key].set()
+    await RACE_RELEASE[key].wait()
+    return 1
+
+
+@workflow()
+async def race_consumer(key: str, run: int = 0) -> Any:
+    if run == 0:
+        await race_gate(key)  # its result decides the continuation
+        continue_as_new(key, run=1)
+    return await wait_for_signal("message")
+
+
+async def test_a_signal_read_as_a_step_result_ends_the_run_goes_to_the_next_run(
+    make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch, namespace_key: str
+) -> None:
+    """The worker reads a signal from the inbox while a step's result is being written; that
+    result decides a continue-as-new. The signal was read by the ended run but never applied
+    to it: it must reach the next run, not be recorded into the ended one and lost."""
+    RACE_RELEASE[namespace_key] = release = anyio.Event()
+    RACE_STARTED[namespace_key] = started = anyio.Event()
+    async with make_runtime(workflows=[race_consumer]) as rt:
+        inbox, events = rt.backend.inbox, rt.backend.events
+        read, append = inbox.read, events.append
+
+        async def slow_read(workflow_id: str, *, after: int = 0) -> Any:
+            messages = await read(workflow_id, after=after)
+            if messages and not release.is_set():
+                release.set()  # the step ends now, while this read is in hand
+                await anyio.sleep(0.1)  # its task is writing the result (slowly) by now
+            return messages
+
+        async def slow_append(key: Any, event: Any, **kwargs: Any) -> Any:
+            if event.type == EventType.STEP_COMPLETED.value:
+                await anyio.sleep(0.3)  # the drive loop reaches the record lock meanwhile
+            return await append(key, event, **kwargs)
+
+        monkeypatch.setattr(inbox, "read", slow_read)
+        monkeypatch.setattr(events, "append", slow_append)
+        handle = await rt.client.start(race_consumer, namespace_key)
+        with anyio.fail_after(10):
+            await started.wait()
+        await handle.signal("message", "hello")
+        assert "hello" == await handle.result(timeout=20)
+        chain = await rt.client.get_workflow_chain(handle.first_run_id)
+        first_run = await rt.client.events(chain[0].run_id)
+
+    assert [RunStatus.CONTINUED_AS_NEW, RunStatus.COMPLETED] == [r.status for r in chain]
+    # the ended run recorded no signal after its step's result
+    assert EventType.SIGNAL_RECEIVED.value not in [e.type for e in first_run]
