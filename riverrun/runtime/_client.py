@@ -18,6 +18,7 @@ from .._errors import (
 from ..persistence import RunKey, RunStatus, WorkflowRun
 from ._definitions import definition_of, is_workflow
 from ._events import Event, to_event
+from ._membership import note_unserved
 from ._options import validate_workflow_id
 from ._services import Services
 
@@ -58,9 +59,10 @@ class Client:
         """
         services = self._services
         version: str | None = None
+        queue: str | None = None
         if is_workflow(wf):
             definition = definition_of(wf)
-            name, version = definition.name, definition.version
+            name, version, queue = definition.name, definition.version, definition.queue
         elif isinstance(wf, str):
             name = wf
             if name in services.registry:
@@ -72,8 +74,9 @@ class Client:
         workflow_id = validate_workflow_id(uuid.uuid4().hex if workflow_id is None else workflow_id)
         services.payloads.check({"args": list(args), "kwargs": kwargs}, f"{name}() arguments")
         run_id = await services.start_chain(
-            name, args, kwargs, workflow_id=workflow_id, version=version
+            name, args, kwargs, workflow_id=workflow_id, version=version, queue=queue
         )
+        await note_unserved(services, queue or services.queue_of_type(name), name, workflow_id)
         return WorkflowHandle(client=self, workflow_id=workflow_id, first_run_id=run_id)
 
     def get_handle(self, workflow_id: str) -> WorkflowHandle:
@@ -204,6 +207,7 @@ class Client:
                 "signal",
                 {"name": name, "payload": packed, **traced},
                 idempotency_id=None if idempotency_key is None else f"signal:{idempotency_key}",
+                queue=current.queue,
             )
 
     async def cancel(self, workflow_or_run_id: str, *, reason: str | None = None) -> bool:
@@ -218,7 +222,7 @@ class Client:
         if current.status in _ENDED:
             return False
         await self._services.backend.inbox.send(
-            current.workflow_id, "cancel", {"reason": reason}
+            current.workflow_id, "cancel", {"reason": reason}, queue=current.queue
         )
         return True
 
@@ -316,7 +320,10 @@ class Client:
             return None
         run = await services.read_run(first_run_id, workflow_id=workflow_id, workflow_name=name)
         # between a hand-over's record update and its head move, follow the link forward
-        return None if run is None else await services.follow(run)
+        run = None if run is None else await services.follow(run)
+        if run is not None and head is not None and run.queue != head.value.queue:
+            run = attrs.evolve(run, queue=head.value.queue)  # the chain's queue is the head's
+        return run
 
     async def _public(self, run: WorkflowRun) -> WorkflowRun:
         result = await self._services.payloads.unpack(run.result)

@@ -14,6 +14,7 @@ import attrs
 
 from .._errors import ConcurrencyConflict, WorkflowAlreadyRunning
 from ..persistence import (
+    DEFAULT_QUEUE,
     Backend,
     ChainHead,
     NewEvent,
@@ -21,11 +22,13 @@ from ..persistence import (
     RunStatus,
     Versioned,
     WorkflowRun,
+    partition_of,
 )
 from ..persistence._codec import Codec
 from ._definitions import WorkflowRegistry
 from ._events import EventType
 from ._machine import WorkflowMachine
+from ._membership import MembersCache
 from ._options import RuntimeOptions, validate_workflow_id
 from ._payloads import Payloads
 from ._projection import rebuild_run
@@ -70,6 +73,9 @@ class Services:
     #: set by the worker: wake the instance hosting a workflow id (in this process)
     on_started: Callable[[str], None] | None = None
     telemetry: Telemetry = attrs.field(factory=Telemetry)
+    #: the queues this process's worker serves (set by the worker)
+    served_queues: frozenset[str] = frozenset()
+    members_cache: MembersCache = attrs.field(factory=MembersCache)
 
     @property
     def clock(self) -> Any:
@@ -88,8 +94,12 @@ class Services:
         parent: Mapping[str, Any] | None = None,
         idempotent_run_id: str | None = None,
         trace_parent: Context | None = None,
+        queue: str | None = None,
     ) -> str:
         """Write a new chain's first run and point the head at it. Returns its run id.
+
+        ``queue``: the task queue it is served on (default: the registered workflow's, else
+        ``default``).
 
         Traced as ``start NAME`` (``start_child NAME`` under ``trace_parent``, the parent's
         run span); the span's context goes into the first event for the run to continue.
@@ -107,6 +117,7 @@ class Services:
                 parent=parent,
                 idempotent_run_id=idempotent_run_id,
                 trace=carrier(span),
+                queue=queue or self.queue_of_type(workflow_name),
             )
         except BaseException as exc:
             end_span(span, exc)
@@ -125,6 +136,7 @@ class Services:
         parent: Mapping[str, Any] | None,
         idempotent_run_id: str | None,
         trace: Mapping[str, str] | None,
+        queue: str = "default",
     ) -> str:
         """``start_chain`` (see there).
 
@@ -139,7 +151,7 @@ class Services:
             if head is not None and head.value.first_run_id == idempotent_run_id:
                 # a child start redone after a crash, which may have come between the head's
                 # commit and the start message: without that message no worker hosts it
-                await self._announce_start(workflow_id, idempotent_run_id)
+                await self._announce_start(workflow_id, idempotent_run_id, head.value.queue)
                 return idempotent_run_id
             if head is not None:
                 await self._check_not_running(workflow_id, head.value.current_run_id)
@@ -148,7 +160,7 @@ class Services:
         # unconsumed signals, cancels and child results stay behind its inbox cursor. (A
         # message sent to an earlier chain after this read and before the head moves, which
         # needs a sender that saw that chain running, still reaches the new chain.)
-        inbox_cursor = await self.backend.inbox.last_sequence(workflow_id)
+        inbox_cursor = await self.backend.inbox.last_sequence(workflow_id, queue=queue)
         data = {
             "workflow_name": workflow_name,
             "version": version,
@@ -158,18 +170,25 @@ class Services:
             "continued_from_run_id": None,
             "parent": dict(parent) if parent else None,
             "inbox_cursor": inbox_cursor,
+            "queue": queue,
         }
         if trace:
             data["trace"] = dict(trace)  # the start's span, parent of the runs' spans
         packed = await self.payloads.pack_data(data, f"workflow {workflow_name!r} arguments")
         now = self.clock.now()
         key = RunKey(workflow_id=workflow_id, run_id=run_id)
-        await self.backend.events.append(
-            key,
-            NewEvent(type=EventType.WORKFLOW_STARTED.value, timestamp=now, data=packed),
-            expected_last=0,
-            idempotency_id=f"{run_id}:1",
-        )
+        partition = self.partition_of(workflow_id)
+        # The partition's index of running chains gets the chain before the head commits it
+        # (and concurrently with the log write): whoever claims the partition after a crash
+        # finds it there. An entry whose start then fails is dropped here, or by the claimer.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.backend.owners.index_add, queue, partition, workflow_id, run_id)
+            await self.backend.events.append(
+                key,
+                NewEvent(type=EventType.WORKFLOW_STARTED.value, timestamp=now, data=packed),
+                expected_last=0,
+                idempotency_id=f"{run_id}:1",
+            )
         record = WorkflowRun(
             run_id=run_id,
             workflow_id=workflow_id,
@@ -179,6 +198,7 @@ class Services:
             created_at=now,
             parent_run_id=parent["run_id"] if parent else None,
             parent_workflow_id=parent["workflow_id"] if parent else None,
+            queue=queue,
         )
         try:
             await self.create_run(record)
@@ -190,6 +210,7 @@ class Services:
             workflow_name=workflow_name,
             first_run_id=run_id,
             current_run_id=run_id,
+            queue=queue,
         )
         try:
             await self._commit_head(new_head, head.revision if head else None)
@@ -197,18 +218,41 @@ class Services:
             with anyio.CancelScope(shield=True):
                 await self.backend.events.delete(key)
                 await runs.delete_run(run_id)
+                await self.backend.owners.index_remove(queue, partition, workflow_id, run_id)
             raise
         if self.local_worker and workflow_name in self.registry:
             self._done[workflow_id] = ChainEnd(run_id)  # this worker will announce the end
-        await self._announce_start(workflow_id, run_id)
+        await self._announce_start(workflow_id, run_id, queue)
         return run_id
 
-    async def _announce_start(self, workflow_id: str, run_id: str) -> None:
-        """Tell the workers of the namespace that a chain was started (sent again by a redone
+    async def _announce_start(self, workflow_id: str, run_id: str, queue: str) -> None:
+        """Tell the workers of the queue that a chain was started (sent again by a redone
         start: the inbox drops the copy within its duplicate window, the worker ignores it)."""
         await self.backend.inbox.send(
-            workflow_id, "start", {"run_id": run_id}, idempotency_id=f"start:{run_id}"
+            workflow_id,
+            "start",
+            {"run_id": run_id},
+            idempotency_id=f"start:{run_id}",
+            queue=queue,
         )
+
+    # -- queues and partitions -----------------------------------------------------------------
+
+    def partition_of(self, workflow_id: str) -> int:
+        return partition_of(workflow_id, self.backend.partitions)
+
+    def queue_of_type(self, workflow_name: str) -> str:
+        """The queue a registered workflow type is served on (``default`` if unknown here)."""
+        if workflow_name in self.registry:
+            return self.registry.get(workflow_name).queue
+        return DEFAULT_QUEUE
+
+    async def queue_of(self, workflow_id: str) -> str:
+        """The queue a chain is served on, from its head (``default`` if it has none)."""
+        head = self._known_heads.get(workflow_id)
+        if head is None:
+            head = await self.backend.runs.get_head(workflow_id)
+        return head.value.queue if head is not None else DEFAULT_QUEUE
 
     async def _commit_head(self, head: ChainHead, revision: int | None) -> None:
         """Point the chain head at a new chain: the step that commits a start.
