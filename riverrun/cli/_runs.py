@@ -176,18 +176,29 @@ def show(settings: Settings, run_id: str) -> None:
 
     async def go() -> None:
         from riverrun.persistence import read_notes
+        from riverrun.runtime._membership import describe_hosting
 
         async with open_runtime(settings) as runtime:
             run = await resolve_run(runtime.client, run_id, settings)
             notes = await read_notes(runtime.backend.snapshots, run.workflow_id)
+            hosting = None
+            if not run.status.is_terminal:
+                assert runtime._services is not None
+                hosting = await describe_hosting(
+                    runtime._services, run.workflow_id, run.queue, run.workflow_name
+                )
         if settings.json:
             shown = run_to_json(run)
+            if hosting is not None:
+                shown["hosting"] = hosting
             if notes:
                 shown["notes"] = [to_jsonable(note) for note in notes]
             click.echo(dumps_json(shown))
         else:
             console = settings.console()
             print_run(console, run)
+            if hosting is not None:
+                console.print(f"[bold]Hosting:[/bold] {escape(hosting)}", soft_wrap=True)
             if notes:
                 console.print("[bold]Notes:[/bold]")
                 for note in notes:

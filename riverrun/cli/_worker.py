@@ -143,6 +143,15 @@ def _dedupe(items: Iterable[Any]) -> list[Any]:
     metavar="HOST",
     help="Address the metrics endpoint listens on (env RIVERRUN_METRICS_HOST).",
 )
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    envvar="RIVERRUN_QUEUES",
+    metavar="QUEUE",
+    help="A task queue to serve (repeat for several; env RIVERRUN_QUEUES, space-separated). "
+    "Default: the queues of the workflows it registers.",
+)
 @pass_settings
 def worker(
     settings: Settings,
@@ -151,11 +160,13 @@ def worker(
     log_format: str,
     metrics_port: int | None = None,
     metrics_host: str = "0.0.0.0",
+    queues: tuple[str, ...] = (),
 ) -> None:
     """Host the workflows of MODULE until SIGTERM or Ctrl-C, then shut down cleanly.
 
-    A worker resumes every running workflow of the namespace from its history. Run one worker
-    per namespace for now (see docs/guarantees.md). Log records go to stderr, as text or as
+    A worker serves task queues (--queue; default: the queues of its workflows) and hosts
+    the workflows of the partitions of those queues it owns; several workers of a queue share
+    its partitions, and take over a stopped or dead worker's. Log records go to stderr, as text or as
     JSON lines, with the workflow id, run id, execution, step and attempt they concern. With
     --metrics-port it serves its metrics for Prometheus (see docs/observability.md).
     """
@@ -180,7 +191,11 @@ def worker(
         # listen for signals before anything else, so that a SIGTERM or Ctrl-C that arrives
         # while connecting (or just after "hosting" is printed) still means a clean stop
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            options = {} if endpoint is None else {"meter_provider": endpoint.meter_provider}
+            options: dict[str, Any] = (
+                {} if endpoint is None else {"meter_provider": endpoint.meter_provider}
+            )
+            if queues:
+                options["queues"] = queues
             async with open_runtime(settings, workflows=workflows, worker=True, **options) as runtime:
                 if endpoint is not None:
                     say(f"riverrun worker: metrics on {endpoint.url}")
@@ -189,6 +204,14 @@ def worker(
                     f"on {settings.where}, namespace {settings.namespace!r}. "
                     f"Ctrl-C to stop."
                 )
+                if runtime.worker is not None:
+                    owned = runtime.worker.partitions()
+                    say(
+                        f"riverrun worker: worker {runtime.worker.services.worker_id} owns "
+                        "partitions "
+                        + "; ".join(f"{q}: {_ranges(ps) or 'none yet'}" for q, ps in owned.items())
+                        + " (changes are logged as claimed/released partitions)"
+                    )
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_serve, runtime, tg.cancel_scope)
                     async for received in signals:
@@ -219,6 +242,17 @@ def _status_logger() -> Callable[[str], None]:
         log.info("%s", message)
 
     return say
+
+
+def _ranges(partitions: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
+    out: list[str] = []
+    for p in sorted(partitions):
+        if out and out[-1].split("-")[-1] == str(p - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{p}"
+        else:
+            out.append(str(p))
+    return ", ".join(out)
 
 
 async def _serve(runtime: Runtime, scope: anyio.CancelScope) -> None:

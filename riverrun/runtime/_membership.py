@@ -24,7 +24,7 @@ from ..persistence import Member
 if TYPE_CHECKING:
     from ._services import Services
 
-__all__ = ["MembersCache", "assign", "live_members", "note_unserved"]
+__all__ = ["MembersCache", "assign", "describe_hosting", "live_members", "note_unserved", "unserved"]
 
 log = logging.getLogger("riverrun.client")
 
@@ -97,3 +97,25 @@ def unserved(members: Sequence[Member], queue: str, name: str) -> str | None:
             "waits until one does"
         )
     return None
+
+
+async def describe_hosting(services: Services, workflow_id: str, queue: str, name: str) -> str:
+    """Where a running chain is hosted, for ``riverrun runs show``: the owner of its
+    partition's lease (worker id, host, pid), or why nobody hosts it."""
+    owners = services.backend.owners
+    partition = services.partition_of(workflow_id)
+    members = live_members(await owners.members(), services)
+    problem = unserved(members, queue, name)
+    where = f"queue {queue!r}, partition {partition}"
+    if problem is not None:
+        return f"{where}: {problem}"
+    lease = await owners.get_lease(queue, partition)
+    if lease is None or not lease.owner or lease.expires_at <= services.clock.now():
+        return f"{where}: no worker holds the partition now (a live worker claims it shortly)"
+    member = next((m for m in members if m.worker_id == lease.owner), None)
+    if member is None:
+        return (
+            f"{where}: held by worker {lease.owner}, which is no longer live (another "
+            "worker claims it once its lease expires)"
+        )
+    return f"{where}: hosted by worker {member.worker_id} on {member.host} (pid {member.pid})"
