@@ -4,8 +4,9 @@ Design note. Every worker records itself (a ``Member``: id, host, queues, regist
 expiry) each third of the lease TTL; a member whose record expired is gone. The partitions of
 a queue are assigned over its live members deterministically, so every worker computes the
 same assignment from the same view: rendezvous hashing (each partition ranks the members by a
-hash of (member, queue, partition)) with a cap of ceil(partitions / members) per member, which
-keeps the queue balanced and moves few partitions when a member joins or leaves.
+hash of (member, queue, partition)), each member taking at most its fair share (the counts
+differ by at most one), which keeps the queue balanced and moves few partitions when a member
+joins or leaves.
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ def assign(members: Iterable[str], queue: str, partitions: int) -> dict[int, str
     ids = sorted(set(members))
     if not ids:
         return {}
-    cap = math.ceil(partitions / len(ids))
+    # each member gets base or base + 1 partitions; `extra` of them get the one more
+    base, extra = divmod(partitions, len(ids))
     load = dict.fromkeys(ids, 0)
     out: dict[int, str] = {}
     for partition in range(partitions):
         ranked = sorted(ids, key=lambda m: _score(m, queue, partition), reverse=True)
         for member in ranked:
-            if load[member] < cap:
+            if load[member] < base or (load[member] == base and extra > 0):
+                if load[member] == base:
+                    extra -= 1
                 out[partition] = member
                 load[member] += 1
                 break
