@@ -129,6 +129,11 @@ class PartitionOwner:
                         await self.worker.release_partition(queue, partition)
                     else:
                         self.leases[key] = renewed
+                        if not self.worker.owns(queue, partition):
+                            # an earlier round failed between taking the lease and opening
+                            # the partition's consumer: finish the claim now
+                            await self.worker.claim_partition(queue, partition)
+                            claimed.append(f"{queue}/{partition}")
                 elif partition in mine:
                     got = await owners.acquire(queue, partition, me.worker_id, ttl)
                     if got is not None:

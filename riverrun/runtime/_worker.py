@@ -289,8 +289,13 @@ class Worker:
         """Open the partition's inbox consumer, then resume every chain in its index."""
         assert self._tg is not None
         scope = anyio.CancelScope()
+        # owned from here on, so that what the consumer hears at once is routed, not dropped
         self._watches[(queue, partition)] = scope
-        await self._tg.start(self._watch, queue, partition, scope)
+        try:
+            await self._tg.start(self._watch, queue, partition, scope)
+        except BaseException:
+            self._watches.pop((queue, partition), None)
+            raise
         owners = self.services.backend.owners
         for workflow_id, _ in await owners.index_list(queue, partition):
             await self.deliver(workflow_id, None, queue=queue)
