@@ -46,6 +46,7 @@ class PartitionOwner:
         self.leases: dict[tuple[str, int], Lease] = {}
         self.host = socket.gethostname()
         self._wake = anyio.Event()
+        self._rounds = 0
 
     def __repr__(self) -> str:
         return f"<PartitionOwner queues={self.queues} owned={len(self.leases)}>"
@@ -141,7 +142,11 @@ class PartitionOwner:
                         await self.worker.claim_partition(queue, partition)
                         claimed.append(f"{queue}/{partition}")
         if claimed:
-            log.info("worker %s claimed partitions %s", self.worker_id, ", ".join(claimed))
+            # the first claim is what the worker starts with (``riverrun worker`` prints it);
+            # every later change is news
+            level = logging.INFO if self._rounds else logging.DEBUG
+            log.log(level, "worker %s claimed partitions %s", self.worker_id, ", ".join(claimed))
+        self._rounds += 1
         if released:
             log.info("worker %s released partitions %s", self.worker_id, ", ".join(released))
 
