@@ -108,6 +108,14 @@ async def scenario(server: EmbeddedNatsServer, batch: list[Any]) -> None:
             return any(e.type == EventType.STEP_COMPLETED for e in await handle.events())
 
         await wait_until(first_step, timeout=20)
+
+        async def owns_every_partition() -> bool:
+            # a partition's consumer reads what arrives after its claim: garbage sent to a
+            # partition nobody owns yet is read by nobody, so there is nothing to quarantine
+            owned = worker.partitions().get("default", [])
+            return len(owned) == rt.backend.partitions
+
+        await wait_until(owns_every_partition, timeout=20)
         before = await handle.events()
         own = names.inbox_subject("healthy", "default", partition_of("healthy", rt.backend.partitions))
         run_subject = names.events_subject("healthy", handle.first_run_id)
