@@ -179,6 +179,7 @@ def show(settings: Settings, run_id: str) -> None:
     async def go() -> None:
         from riverrun import RunStatus
         from riverrun.persistence import read_notes
+        from riverrun.runtime._membership import describe_hosting
         from riverrun.runtime._stuck import stuck
 
         async with open_runtime(settings) as runtime:
@@ -189,17 +190,27 @@ def show(settings: Settings, run_id: str) -> None:
             waits = [] if ended else await client.waiting_on(run.run_id)
             last = await client.last_event(run.run_id, workflow_id=run.workflow_id)
             why = None if ended else stuck(notes, run.run_id, last.timestamp if last else None)
+            hosting = None
+            if not ended:
+                assert runtime._services is not None
+                hosting = await describe_hosting(
+                    runtime._services, run.workflow_id, run.queue, run.workflow_name
+                )
         now = datetime.now(UTC)
         if settings.json:
             shown = run_to_json(run)
             shown["waiting_on"] = [_waiting_json(item, now) for item in waits]
             shown["stuck"] = to_jsonable(why)
+            if hosting is not None:
+                shown["hosting"] = hosting
             if notes:
                 shown["notes"] = [to_jsonable(note) for note in notes]
             click.echo(dumps_json(shown))
         else:
             console = settings.console()
             print_run(console, run)
+            if hosting is not None:
+                console.print(f"[bold]Hosting:[/bold] {escape(hosting)}", soft_wrap=True)
             if waits:
                 console.print("[bold]Waiting on:[/bold]")
                 for item in waits:

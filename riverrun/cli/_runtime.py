@@ -109,7 +109,9 @@ def open_runtime(
         backend_with_s3,
         workflows=workflows,
         worker=worker,
-        options=RuntimeOptions(namespace=settings.namespace),
+        options=RuntimeOptions(
+            namespace=settings.namespace, queues=runtime_options.pop("queues", None)
+        ),
         description=(
             f"nats {redact_url(','.join(settings.servers))} + s3 {s3.bucket} "
             f"ns={settings.namespace}"

@@ -187,6 +187,15 @@ def _dedupe(items: Iterable[Any]) -> list[Any]:
     help="The riverrun.DataConverter typed values go through (env RIVERRUN_CONVERTER; "
     "default: the module's riverrun_converter attribute, else the default converter).",
 )
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    envvar="RIVERRUN_QUEUES",
+    metavar="QUEUE",
+    help="A task queue to serve (repeat for several; env RIVERRUN_QUEUES, space-separated). "
+    "Default: the queues of the workflows it registers.",
+)
 @pass_settings
 def worker(
     settings: Settings,
@@ -196,11 +205,13 @@ def worker(
     metrics_port: int | None = None,
     metrics_host: str = "0.0.0.0",
     converter: str | None = None,
+    queues: tuple[str, ...] = (),
 ) -> None:
     """Host the workflows of MODULE until SIGTERM or Ctrl-C, then shut down cleanly.
 
-    A worker resumes every running workflow of the namespace from its history. Run one worker
-    per namespace for now (see docs/guarantees.md). Log records go to stderr, as text or as
+    A worker serves task queues (--queue; default: the queues of its workflows) and hosts
+    the workflows of the partitions of those queues it owns; several workers of a queue share
+    its partitions, and take over a stopped or dead worker's. Log records go to stderr, as text or as
     JSON lines, with the workflow id, run id, execution, step and attempt they concern. With
     --metrics-port it serves its metrics for Prometheus (see docs/observability.md).
     """
@@ -229,6 +240,8 @@ def worker(
             options: dict[str, Any] = {"data_converter": data_converter}
             if endpoint is not None:
                 options["meter_provider"] = endpoint.meter_provider
+            if queues:
+                options["queues"] = queues
             async with open_runtime(settings, workflows=workflows, worker=True, **options) as runtime:
                 if endpoint is not None:
                     say(f"riverrun worker: metrics on {endpoint.url}")
@@ -237,6 +250,14 @@ def worker(
                     f"on {settings.where}, namespace {settings.namespace!r}. "
                     f"Ctrl-C to stop."
                 )
+                if runtime.worker is not None:
+                    owned = runtime.worker.partitions()
+                    say(
+                        f"riverrun worker: worker {runtime.worker.services.worker_id} owns "
+                        "partitions "
+                        + "; ".join(f"{q}: {_ranges(ps) or 'none yet'}" for q, ps in owned.items())
+                        + " (changes are logged as claimed/released partitions)"
+                    )
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_serve, runtime, tg.cancel_scope)
                     async for received in signals:
@@ -267,6 +288,17 @@ def _status_logger() -> Callable[[str], None]:
         log.info("%s", message)
 
     return say
+
+
+def _ranges(partitions: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
+    out: list[str] = []
+    for p in sorted(partitions):
+        if out and out[-1].split("-")[-1] == str(p - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{p}"
+        else:
+            out.append(str(p))
+    return ", ".join(out)
 
 
 async def _serve(runtime: Runtime, scope: anyio.CancelScope) -> None:

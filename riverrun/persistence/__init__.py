@@ -28,12 +28,14 @@ from ._memory import (
 )
 from ._memory_inbox import MemoryInbox as MemoryInbox
 from ._memory_log import MemoryEventLog as MemoryEventLog
+from ._memory_owners import MemoryOwnershipStore as MemoryOwnershipStore
 from ._memory_runs import MemoryRunStore as MemoryRunStore
 from ._model import (
     Append as Append,
     ChainHead as ChainHead,
     InboxMessage as InboxMessage,
     Lease as Lease,
+    Member as Member,
     NewEvent as NewEvent,
     RunKey as RunKey,
     RunStatus as RunStatus,
@@ -49,10 +51,17 @@ from ._notes import (
     add_notes as add_notes,
     read_notes as read_notes,
 )
+from ._partitions import (
+    DEFAULT_PARTITIONS as DEFAULT_PARTITIONS,
+    DEFAULT_QUEUE as DEFAULT_QUEUE,
+    check_queue as check_queue,
+    partition_of as partition_of,
+)
 from ._protocols import (
     Clock as Clock,
     EventLog as EventLog,
     Inbox as Inbox,
+    OwnershipStore as OwnershipStore,
     PayloadStore as PayloadStore,
     RunStore as RunStore,
     SnapshotStore as SnapshotStore,
@@ -73,14 +82,18 @@ __all__ = [
     "Codec",
     "CodecError",
     "ConcurrencyConflict",
+    "DEFAULT_PARTITIONS",
+    "DEFAULT_QUEUE",
     "EmbeddedNatsServer",
     "EventLog",
     "Inbox",
     "InboxMessage",
     "IncompatibleStoreConfig",
     "Lease",
+    "Member",
     "MemoryEventLog",
     "MemoryInbox",
+    "MemoryOwnershipStore",
     "MemoryPayloadStore",
     "MemoryRunStore",
     "MemorySnapshotStore",
@@ -90,6 +103,7 @@ __all__ = [
     "NewEvent",
     "NotFoundInStore",
     "OperatorNote",
+    "OwnershipStore",
     "PayloadStore",
     "PersistenceError",
     "Quarantine",
@@ -111,9 +125,11 @@ __all__ = [
     "add_note",
     "add_notes",
     "as_stored",
+    "check_queue",
     "open_jetstream_backend",
     "open_memory_backend",
     "open_s3_stores",
+    "partition_of",
     "read_notes",
     "redact_url",
 ]

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import attrs
 
-from ._protocols import Clock, EventLog, Inbox, PayloadStore, RunStore, SnapshotStore
+from ._partitions import DEFAULT_PARTITIONS
+from ._protocols import (
+    Clock,
+    EventLog,
+    Inbox,
+    OwnershipStore,
+    PayloadStore,
+    RunStore,
+    SnapshotStore,
+)
 from ._quarantine import Quarantine
 
 __all__ = ["Backend"]
@@ -25,6 +34,10 @@ class Backend:
     payloads: PayloadStore
     snapshots: SnapshotStore
     clock: Clock
+    #: partition leases, worker membership, the index of running chains
+    owners: OwnershipStore
+    #: partitions per queue (the namespace's setting, as read when the backend opened)
+    partitions: int = DEFAULT_PARTITIONS
     #: the largest single message the log accepts (NATS max_payload); events over it are refused
     max_event_bytes: int = 1024 * 1024
     #: where the stores and the runtime report messages they skip as undecodable or unusable

@@ -26,7 +26,7 @@ import attrs
 import msgpack
 
 from .._errors import CodecError
-from ._model import ChainHead, InboxMessage, Lease, RunKey, RunStatus, WorkflowRun
+from ._model import ChainHead, InboxMessage, Lease, Member, RunKey, RunStatus, WorkflowRun
 
 __all__ = ["Codec", "Upcaster"]
 
@@ -54,6 +54,7 @@ _MODEL_TYPES: Final[tuple[tuple[type[Any], str], ...]] = (
     (ChainHead, "riverrun.ChainHead"),
     (InboxMessage, "riverrun.InboxMessage"),
     (Lease, "riverrun.Lease"),
+    (Member, "riverrun.Member"),
     (RunKey, "riverrun.RunKey"),
     (RunStatus, "riverrun.RunStatus"),
     (WorkflowRun, "riverrun.WorkflowRun"),

@@ -29,6 +29,7 @@ from ._jetstream_events import JetStreamEventLog
 from ._jetstream_guard import guard_status_headers
 from ._jetstream_inbox import JetStreamInbox
 from ._jetstream_names import Names, check_namespace
+from ._jetstream_owners import JetStreamOwnershipStore
 from ._jetstream_runs import JetStreamRunStore, open_kv_bucket
 from ._nats_security import NatsSecurity
 from ._protocols import Clock
@@ -113,11 +114,12 @@ async def open_jetstream_backend(
     connect_timeout: float = 5.0,
     request_timeout: float = 5.0,
     security: NatsSecurity | None = None,
+    partitions: int | None = None,
 ) -> AsyncIterator[Backend]:
     """Connect to NATS JetStream and open every store of ``namespace``.
 
     Streams ``RIVERRUN_<NS>_EVENTS`` / ``_INBOX``, KV buckets ``_RUNS`` / ``_HEADS`` /
-    ``_LEASES`` and object buckets ``_PAYLOADS`` / ``_SNAPSHOTS`` are created if missing.
+    ``_LEASES`` / ``_INDEX`` and object buckets ``_PAYLOADS`` / ``_SNAPSHOTS`` are created if missing.
 
     Args:
         servers: one NATS URL or several (a cluster).
@@ -130,6 +132,8 @@ async def open_jetstream_backend(
         request_timeout: seconds to wait for any one answer from the server.
         security: credentials and TLS (``NatsSecurity.build(...)``); default: none, or
             what the URLs carry (``nats://user:password@host``, never shown in messages).
+        partitions: partitions per queue; a namespace setting stored once (16 unless the
+            first runtime to use the namespace says otherwise). ``None``: what is stored.
 
     Yields:
         The ``Backend``; the connection is drained and closed when the block exits. After the
@@ -179,7 +183,7 @@ async def open_jetstream_backend(
         conn = JetStreamConnection(
             nc, url=url, request_timeout=request_timeout, server_errors=server_errors
         )
-        backend = await _open_stores(conn, names, codec, clock, replicas)
+        backend = await _open_stores(conn, names, codec, clock, replicas, partitions)
         yield backend
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(request_timeout):
@@ -191,7 +195,12 @@ async def open_jetstream_backend(
 
 
 async def _open_stores(
-    conn: JetStreamConnection, names: Names, codec: Codec, clock: Clock, replicas: int
+    conn: JetStreamConnection,
+    names: Names,
+    codec: Codec,
+    clock: Clock,
+    replicas: int,
+    partitions: int | None = None,
 ) -> Backend:
     guard_status_headers(conn.nc)  # a foreign Status header must not deafen the inbox watch
     with translate_errors(conn, f"open namespace {names.namespace!r}"):
@@ -202,6 +211,7 @@ async def _open_stores(
     runs = await open_kv_bucket(conn, names.runs_bucket, replicas=replicas, what="runs")
     heads = await open_kv_bucket(conn, names.heads_bucket, replicas=replicas, what="heads")
     leases = await open_kv_bucket(conn, names.leases_bucket, replicas=replicas, what="leases")
+    index = await open_kv_bucket(conn, names.index_bucket, replicas=replicas, what="index")
     payloads = await open_object_bucket(
         conn, names.payloads_bucket, replicas=replicas, what="payloads"
     )
@@ -210,15 +220,21 @@ async def _open_stores(
     )
     max_event_bytes = conn.max_payload - _HEADER_ROOM
     quarantine = Quarantine()
+    owners = JetStreamOwnershipStore(
+        conn, names, codec, clock, owners=leases, index=index, quarantine=quarantine
+    )
+    count = await owners.partitions(partitions)
     return Backend(
         name=f"jetstream:{names.namespace}",
         events=JetStreamEventLog(
             conn, names, codec, max_event_bytes=max_event_bytes, quarantine=quarantine
         ),
         runs=JetStreamRunStore(
-            conn, names, codec, clock, runs=runs, heads=heads, leases=leases, quarantine=quarantine
+            conn, names, codec, clock, runs=runs, heads=heads, quarantine=quarantine
         ),
-        inbox=JetStreamInbox(conn, names, codec, clock),
+        inbox=JetStreamInbox(conn, names, codec, clock, partitions=count),
+        owners=owners,
+        partitions=count,
         payloads=JetStreamPayloadStore(conn, payloads, names.payloads_bucket),
         snapshots=JetStreamSnapshotStore(conn, snapshots, names.snapshots_bucket),
         clock=clock,

@@ -1,6 +1,6 @@
 """The JetStream inbox: one subject per workflow id, timers as JetStream message schedules.
 
-Design note. ``RIVERRUN_<NS>_INBOX`` holds ``rr.<ns>.in.<workflow_id>`` (signals, cancels,
+Design note. ``RIVERRUN_<NS>_INBOX`` holds ``rr.<ns>.in.<queue>.<partition>.<workflow_id>`` (signals, cancels,
 child results, fired timers) and ``rr.<ns>.sched.<workflow_id>.<timer_id>`` (one pending
 timer each). An inbox message's sequence is its stream sequence: strictly increasing per
 workflow (not dense), and ``read(after=)`` is one batch direct get from ``after + 1``.
@@ -12,9 +12,10 @@ fires when it comes back), and at once if the time is already past. Scheduling t
 timer again replaces it (``Nats-Rollup: sub`` on its subject); cancelling purges the subject.
 The fired message keeps our headers, so its kind and timestamp (the scheduled time) survive.
 
-``watch()`` is one ordered push consumer on ``rr.<ns>.in.>`` (deliver new) for every
-workflow, never one consumer per workflow: a worker routes what it sees to its actors, which
-then ``read(after=cursor)`` to fill any gap.
+``watch(queue=, partition=)`` is one ordered push consumer on
+``rr.<ns>.in.<queue>.<partition>.*`` (deliver new) for every workflow of a partition, never
+one consumer per workflow: a worker watches the partitions it owns, routes what it sees to its
+actors, which then ``read(after=cursor)`` to fill any gap.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ._codec import Codec
 from ._jetstream_conn import JetStreamConnection, translate_errors
 from ._jetstream_names import HDR_KIND, HDR_MSG_ID, HDR_TIMESTAMP, Names, escape_token
 from ._model import InboxMessage
+from ._partitions import DEFAULT_PARTITIONS, partition_of
 from ._protocols import Clock
 
 __all__ = ["JetStreamInbox"]
@@ -51,7 +53,16 @@ def _parse_nats_time(value: str) -> datetime:
 class JetStreamInbox:
     """``Inbox`` on a JetStream stream. Build it with ``open_jetstream_backend``."""
 
-    def __init__(self, conn: JetStreamConnection, names: Names, codec: Codec, clock: Clock) -> None:
+    def __init__(
+        self,
+        conn: JetStreamConnection,
+        names: Names,
+        codec: Codec,
+        clock: Clock,
+        *,
+        partitions: int = DEFAULT_PARTITIONS,
+    ) -> None:
+        self._partitions = partitions
         self._conn = conn
         self._names = names
         self._codec = codec
@@ -61,6 +72,11 @@ class JetStreamInbox:
     def __repr__(self) -> str:
         return f"<JetStreamInbox {self._stream}>"
 
+    def _subject(self, workflow_id: str, queue: str) -> str:
+        return self._names.inbox_subject(
+            workflow_id, queue, partition_of(workflow_id, self._partitions)
+        )
+
     async def send(
         self,
         workflow_id: str,
@@ -68,6 +84,7 @@ class JetStreamInbox:
         data: Mapping[str, Any],
         *,
         idempotency_id: str | None = None,
+        queue: str = "default",
     ) -> int:
         """Append a message and return its sequence.
 
@@ -78,18 +95,23 @@ class JetStreamInbox:
         headers = {HDR_KIND: kind, HDR_TIMESTAMP: self._clock.now().isoformat()}
         if idempotency_id is not None:
             headers[HDR_MSG_ID] = f"{escape_token(workflow_id)}:{idempotency_id}"
-        subject = self._names.inbox_subject(workflow_id)
+        subject = self._subject(workflow_id, queue)
         with translate_errors(self._conn, f"send {kind} to {workflow_id}"):
             ack = await self._conn.publish(subject, body, headers)
         return int(ack["seq"])
 
     async def read(
-        self, workflow_id: str, *, after: int = 0, limit: int | None = None
+        self,
+        workflow_id: str,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        queue: str = "default",
     ) -> list[InboxMessage]:
         """Messages with sequence > ``after``, in order (at most ``limit``)."""
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
-        subject = self._names.inbox_subject(workflow_id)
+        subject = self._subject(workflow_id, queue)
         out: list[InboxMessage] = []
         start = after + 1
         while limit is None or len(out) < limit:
@@ -114,9 +136,9 @@ class JetStreamInbox:
             start = out[-1].sequence + 1
         return out
 
-    async def last_sequence(self, workflow_id: str) -> int:
+    async def last_sequence(self, workflow_id: str, *, queue: str = "default") -> int:
         """The sequence of the workflow's last inbox message (one direct get); 0 if none."""
-        subject = self._names.inbox_subject(workflow_id)
+        subject = self._subject(workflow_id, queue)
         with translate_errors(self._conn.url, f"read the last inbox message of {workflow_id}"):
             msg = await self._conn.direct_last(self._stream, subject)
         if msg is None:
@@ -130,6 +152,8 @@ class JetStreamInbox:
         at: datetime,
         kind: str,
         data: Mapping[str, Any],
+        *,
+        queue: str = "default",
     ) -> None:
         """Have the server deliver ``send(workflow_id, kind, data)`` at ``at``, once.
 
@@ -142,7 +166,7 @@ class JetStreamInbox:
         when = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         headers = {
             "Nats-Schedule": f"@at {when}",
-            "Nats-Schedule-Target": self._names.inbox_subject(workflow_id),
+            "Nats-Schedule-Target": self._subject(workflow_id, queue),
             "Nats-Rollup": "sub",  # replaces an earlier schedule of the same timer
             HDR_KIND: kind,
             HDR_TIMESTAMP: at.isoformat(),
@@ -158,14 +182,21 @@ class JetStreamInbox:
             await self._conn.purge(self._stream, subject=subject)
 
     @asynccontextmanager
-    async def watch(self) -> AsyncIterator[AsyncIterator[InboxMessage]]:
-        """Every message sent (or fired) to any workflow after entering, from one shared
-        ordered consumer. At-least-once and a hint: read with ``read(after=)`` to fill gaps.
+    async def watch(
+        self, *, queue: str | None = None, partition: int | None = None
+    ) -> AsyncIterator[AsyncIterator[InboxMessage]]:
+        """Every message sent (or fired) after entering to one partition of a queue (or,
+        without them, to any workflow), from one shared ordered consumer. At-least-once and
+        a hint: read with ``read(after=)`` to fill gaps.
         """
+        if queue is None:
+            subject = self._names.inbox_filter
+        else:
+            subject = self._names.inbox_partition_filter(queue, partition or 0)
         with translate_errors(self._conn, "watch the inboxes"):
             self._conn.check_connected("watch the inboxes")
             sub = await self._conn.js.subscribe(
-                self._names.inbox_filter,
+                subject,
                 stream=self._stream,
                 ordered_consumer=True,
                 deliver_policy=DeliverPolicy.NEW,
@@ -192,7 +223,13 @@ class JetStreamInbox:
             meta = msg.metadata
             sequence = meta.sequence.stream
             try:
-                workflow_id = self._names.workflow_of_inbox_subject(msg.subject)
+                _, partition, workflow_id = self._names.parse_inbox_subject(msg.subject)
+                if partition != partition_of(workflow_id, self._partitions):
+                    raise ValueError(
+                        f"{msg.subject!r} names partition {partition}, but workflow "
+                        f"{workflow_id!r} belongs to partition "
+                        f"{partition_of(workflow_id, self._partitions)}"
+                    )
             except ValueError as exc:
                 yield InboxMessage(
                     workflow_id="",
@@ -208,11 +245,11 @@ class JetStreamInbox:
                 workflow_id, sequence, msg, None, meta.timestamp, subject=msg.subject
             )
 
-    async def purge(self, workflow_id: str, *, up_to: int) -> None:
+    async def purge(self, workflow_id: str, *, up_to: int, queue: str = "default") -> None:
         """Drop the workflow's messages with sequence <= ``up_to``."""
         if up_to <= 0:
             return
-        subject = self._names.inbox_subject(workflow_id)
+        subject = self._subject(workflow_id, queue)
         with translate_errors(self._conn, f"purge the inbox of {workflow_id}"):
             await self._conn.purge(self._stream, subject=subject, seq=up_to + 1)
 
@@ -242,6 +279,9 @@ class JetStreamInbox:
                 problem=str(exc) if isinstance(exc, CodecError) else f"cannot decode {what}: {exc!r}",
                 subject=subject,
             )
+        queue, partition = "default", 0
+        with contextlib.suppress(ValueError):
+            queue, partition, _ = self._names.parse_inbox_subject(subject)
         return InboxMessage(
             workflow_id=workflow_id,
             sequence=sequence,
@@ -249,6 +289,8 @@ class JetStreamInbox:
             data=data,
             timestamp=timestamp if timestamp is not None else stored_at or self._clock.now(),
             subject=subject,
+            queue=queue,
+            partition=partition,
         )
 
     def _decode_fields(

@@ -150,23 +150,40 @@ class Names:
     def events_subject(self, workflow_id: str, run_id: str) -> str:
         return f"rr.{self.namespace}.ev.{escape_token(workflow_id)}.{escape_token(run_id)}"
 
-    def inbox_subject(self, workflow_id: str) -> str:
-        return f"rr.{self.namespace}.in.{escape_token(workflow_id)}"
+    def inbox_subject(self, workflow_id: str, queue: str = "default", partition: int = 0) -> str:
+        """``rr.<ns>.in.<queue>.<partition>.<workflow_id>``: a partition's consumer filters
+        ``rr.<ns>.in.<queue>.<partition>.*``."""
+        return f"rr.{self.namespace}.in.{queue}.{partition}.{escape_token(workflow_id)}"
+
+    def inbox_partition_filter(self, queue: str, partition: int) -> str:
+        return f"rr.{self.namespace}.in.{queue}.{partition}.*"
+
+    @property
+    def index_bucket(self) -> str:
+        return f"RIVERRUN_{self._upper}_INDEX"
 
     def schedule_subject(self, workflow_id: str, timer_id: str) -> str:
         return f"rr.{self.namespace}.sched.{escape_token(workflow_id)}.{escape_token(timer_id)}"
 
     def workflow_of_inbox_subject(self, subject: str) -> str:
-        """The workflow id an ``rr.<ns>.in.<token>`` subject addresses.
+        """The workflow id an ``rr.<ns>.in.<queue>.<partition>.<token>`` subject addresses."""
+        return self.parse_inbox_subject(subject)[2]
+
+    def parse_inbox_subject(self, subject: str) -> tuple[str, int, str]:
+        """``(queue, partition, workflow_id)`` of an inbox subject.
 
         Raises:
             ValueError: ``subject`` is not one riverrun would write (another shape, a bad or
                 non-canonical escape): nobody reads such a subject's messages.
         """
         prefix = f"rr.{self.namespace}.in."
-        token = subject[len(prefix) :] if subject.startswith(prefix) else ""
-        if not token or "." in token:
-            raise ValueError(f"{subject!r} is not an inbox subject ({prefix}<workflow id>)")
+        rest = subject[len(prefix) :] if subject.startswith(prefix) else ""
+        parts = rest.split(".")
+        if len(parts) != 3 or not all(parts) or not parts[1].isdigit():
+            raise ValueError(
+                f"{subject!r} is not an inbox subject ({prefix}<queue>.<partition>.<workflow id>)"
+            )
+        queue, partition, token = parts[0], int(parts[1]), parts[2]
         try:
             workflow_id = unescape_token(token)
         except ValueError as exc:  # a bad hex escape, or bytes that are not UTF-8
@@ -175,4 +192,4 @@ class Names:
             raise ValueError(
                 f"{subject!r} is not how riverrun escapes workflow id {workflow_id!r}"
             )
-        return workflow_id
+        return queue, partition, workflow_id

@@ -1,10 +1,8 @@
-"""The JetStream run store: run records, chain heads and leases in three KV buckets.
+"""The JetStream run store: run records and chain heads in two KV buckets.
 
 Design note: a KV revision is the bucket stream's sequence, so it only grows, even across
 deletes, and it is exactly the compare-and-set token (``Nats-Expected-Last-Subject-Sequence``
-on the key's subject). A lease is a KV entry ``{owner, expires_at}``; taking it over is a CAS
-on its revision, so the revision is the fencing token: two workers can never both hold
-revision N. Keys are the escaped ids (see ``_jetstream_names``).
+on the key's subject). Keys are the escaped ids (see ``_jetstream_names``).
 
 ``list_runs`` scans the whole runs bucket (batch direct gets over its stream, which holds one
 message per key) and filters client side: fine for thousands of runs, not for millions. An index
@@ -13,7 +11,6 @@ by workflow id (key ``<workflow>.<run>``) is the way out when that matters.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any, TypeVar
 
 import nats.js.errors
@@ -24,7 +21,7 @@ from .._errors import ConcurrencyConflict, IncompatibleStoreConfig, PersistenceE
 from ._codec import Codec
 from ._jetstream_conn import JetStreamConnection, translate_errors
 from ._jetstream_names import Names, escape_token
-from ._model import ChainHead, Lease, RunStatus, Versioned, WorkflowRun
+from ._model import ChainHead, RunStatus, Versioned, WorkflowRun
 from ._protocols import Clock
 from ._quarantine import Quarantine, QuarantinedMessage
 
@@ -87,7 +84,6 @@ class JetStreamRunStore:
         *,
         runs: KeyValue,
         heads: KeyValue,
-        leases: KeyValue,
         quarantine: Quarantine | None = None,
     ) -> None:
         self._quarantine = quarantine if quarantine is not None else Quarantine()
@@ -97,7 +93,6 @@ class JetStreamRunStore:
         self._clock = clock
         self._runs = runs
         self._heads = heads
-        self._leases = leases
 
     def __repr__(self) -> str:
         return f"<JetStreamRunStore {self._names.runs_bucket}>"
@@ -178,50 +173,6 @@ class JetStreamRunStore:
     async def delete_head(self, workflow_id: str) -> None:
         """Remove a chain head (nothing happens if there is none)."""
         await self._purge(self._heads, workflow_id, f"delete chain head {workflow_id}")
-
-    # -- leases ----------------------------------------------------------------------------
-
-    async def acquire_lease(self, workflow_id: str, owner: str, ttl: timedelta) -> Lease | None:
-        """Take or renew the lease; ``None`` while another owner holds an unexpired one.
-
-        The returned ``revision`` is the fencing token: it changes on every take-over and
-        renewal, and no two grants ever share one.
-        """
-        if ttl <= timedelta(0):
-            raise ValueError(f"lease ttl must be positive, got {ttl}")
-        key = escape_token(workflow_id)
-        what = f"lease of {workflow_id}"
-        with translate_errors(self._conn, what):
-            held = await self._get_raw(self._leases, key)
-            now = self._clock.now()
-            if held is not None:
-                current = self._codec.loads(held[0], what=what)
-                if current["owner"] != owner and current["expires_at"] > now:
-                    return None
-            expires_at = now + ttl
-            data = self._codec.dumps({"owner": owner, "expires_at": expires_at}, what=what)
-            try:
-                if held is None:
-                    new_revision = await self._leases.create(key, data)
-                else:
-                    new_revision = await self._leases.update(key, data, last=held[1])
-            except nats.js.errors.KeyWrongLastSequenceError:
-                return None  # another worker took or renewed it between our read and write
-        return Lease(
-            workflow_id=workflow_id, owner=owner, expires_at=expires_at, revision=new_revision
-        )
-
-    async def release_lease(self, lease: Lease) -> None:
-        """Give the lease up, unless it was taken over (its revision changed) meanwhile."""
-        key = escape_token(lease.workflow_id)
-        with translate_errors(self._conn, f"release the lease of {lease.workflow_id}"):
-            try:
-                await self._leases.delete(key, last=lease.revision)
-            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
-                pass  # no longer ours: leave the new owner's lease alone
-            except nats.js.errors.APIError as exc:
-                if exc.err_code != 10071:
-                    raise
 
     # -- internals -------------------------------------------------------------------------
 

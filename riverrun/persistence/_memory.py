@@ -17,6 +17,7 @@ from ._clock import SystemClock
 from ._codec import Codec
 from ._memory_inbox import MemoryInbox
 from ._memory_log import MemoryEventLog
+from ._memory_owners import MemoryOwnershipStore
 from ._memory_runs import MemoryRunStore
 from ._protocols import Clock
 from ._refs import check_payload_ref, payload_ref_async
@@ -87,7 +88,7 @@ class MemorySnapshotStore:
 
 @asynccontextmanager
 async def open_memory_backend(
-    *, codec: Codec | None = None, clock: Clock | None = None
+    *, codec: Codec | None = None, clock: Clock | None = None, partitions: int | None = None
 ) -> AsyncIterator[Backend]:
     """Open a backend whose stores all live in this process's memory.
 
@@ -98,13 +99,16 @@ async def open_memory_backend(
         codec: the codec for events and records (default: a fresh ``Codec()``).
         clock: the time source for leases, timers and message timestamps (default: the
             system clock).
+        partitions: partitions per queue (default 16).
 
     Yields:
         The backend; its timer task stops when the block exits.
     """
     codec = codec if codec is not None else Codec()
     clock = clock if clock is not None else SystemClock()
-    inbox = MemoryInbox(clock, codec=codec)
+    owners = MemoryOwnershipStore(clock=clock)
+    count = await owners.partitions(partitions)
+    inbox = MemoryInbox(clock, codec=codec, partitions=count)
     backend = Backend(
         name="memory",
         events=MemoryEventLog(codec),
@@ -113,6 +117,8 @@ async def open_memory_backend(
         payloads=MemoryPayloadStore(),
         snapshots=MemorySnapshotStore(),
         clock=clock,
+        owners=owners,
+        partitions=count,
     )
     # An error raised by the caller's block must reach the caller as itself, not wrapped in an
     # ExceptionGroup by our task group: hold it until the group has closed, then re-raise.

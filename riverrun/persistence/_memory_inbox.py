@@ -24,6 +24,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ._codec import Codec
 from ._model import InboxMessage
+from ._partitions import DEFAULT_PARTITIONS, partition_of
 from ._protocols import Clock
 
 __all__ = ["MemoryInbox"]
@@ -47,14 +48,20 @@ class MemoryInbox:
             carry fails at ``send``/``schedule`` as it would against a real store.
     """
 
-    def __init__(self, clock: Clock, *, codec: Codec | None = None) -> None:
+    def __init__(
+        self, clock: Clock, *, codec: Codec | None = None, partitions: int = DEFAULT_PARTITIONS
+    ) -> None:
         self._clock = clock
         self._codec = codec
+        self._partitions = partitions
         self._sequence = 0  # one counter for every workflow: strictly increasing per workflow
-        self._messages: dict[str, list[InboxMessage]] = {}
-        self._sent_ids: dict[str, dict[str, int]] = {}
-        self._watchers: set[MemoryObjectSendStream[InboxMessage]] = set()
-        self._schedules: dict[tuple[str, str], _Schedule] = {}
+        #: keyed by (queue, workflow id), as a subject is on JetStream
+        self._messages: dict[tuple[str, str], list[InboxMessage]] = {}
+        self._sent_ids: dict[tuple[str, str], dict[str, int]] = {}
+        self._watchers: dict[
+            MemoryObjectSendStream[InboxMessage], tuple[str | None, int | None]
+        ] = {}
+        self._schedules: dict[tuple[str, str], tuple[str, _Schedule]] = {}
         self._schedule_order = 0
         self._changed: anyio.Event | None = None  # created by the timer task (needs a loop)
         self._timers_running = False
@@ -73,32 +80,38 @@ class MemoryInbox:
         data: Mapping[str, Any],
         *,
         idempotency_id: str | None = None,
+        queue: str = "default",
     ) -> int:
         """Append a message and return its sequence; a repeated ``idempotency_id`` for the
         same workflow returns the first sequence and stores nothing."""
         await anyio.lowlevel.checkpoint()
         data = self._roundtrip(data, f"{kind} message for {workflow_id}")
         if idempotency_id is not None:
-            seen = self._sent_ids.get(workflow_id, {}).get(idempotency_id)
+            seen = self._sent_ids.get((queue, workflow_id), {}).get(idempotency_id)
             if seen is not None:
                 return seen
-        sequence = self._deliver(workflow_id, kind, data)
+        sequence = self._deliver(queue, workflow_id, kind, data)
         if idempotency_id is not None:
-            self._sent_ids.setdefault(workflow_id, {})[idempotency_id] = sequence
+            self._sent_ids.setdefault((queue, workflow_id), {})[idempotency_id] = sequence
         return sequence
 
     async def read(
-        self, workflow_id: str, *, after: int = 0, limit: int | None = None
+        self,
+        workflow_id: str,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        queue: str = "default",
     ) -> list[InboxMessage]:
         """Messages with sequence > ``after``, in order (at most ``limit``)."""
         await anyio.lowlevel.checkpoint()
-        selected = [m for m in self._messages.get(workflow_id, ()) if m.sequence > after]
+        selected = [m for m in self._messages.get((queue, workflow_id), ()) if m.sequence > after]
         return selected if limit is None else selected[:limit]
 
-    async def last_sequence(self, workflow_id: str) -> int:
+    async def last_sequence(self, workflow_id: str, *, queue: str = "default") -> int:
         """The sequence of the workflow's last inbox message; 0 if it holds none."""
         await anyio.lowlevel.checkpoint()
-        messages = self._messages.get(workflow_id)
+        messages = self._messages.get((queue, workflow_id))
         return messages[-1].sequence if messages else 0
 
     async def schedule(
@@ -108,6 +121,8 @@ class MemoryInbox:
         at: datetime,
         kind: str,
         data: Mapping[str, Any],
+        *,
+        queue: str = "default",
     ) -> None:
         """Deliver ``send(workflow_id, kind, data)`` at ``at`` (per the clock), once.
 
@@ -127,8 +142,9 @@ class MemoryInbox:
             )
         data = self._roundtrip(data, f"{kind} timer {timer_id} for {workflow_id}")
         self._schedule_order += 1
-        self._schedules[(workflow_id, timer_id)] = _Schedule(
-            at=at, kind=kind, data=data, order=self._schedule_order
+        self._schedules[(workflow_id, timer_id)] = (
+            queue,
+            _Schedule(at=at, kind=kind, data=data, order=self._schedule_order),
         )
         self._wake()
 
@@ -139,25 +155,29 @@ class MemoryInbox:
             self._wake()
 
     @asynccontextmanager
-    async def watch(self) -> AsyncIterator[AsyncIterator[InboxMessage]]:
-        """Every message sent (or fired) to any workflow after entering, until exit."""
+    async def watch(
+        self, *, queue: str | None = None, partition: int | None = None
+    ) -> AsyncIterator[AsyncIterator[InboxMessage]]:
+        """Every message sent (or fired) after entering, until exit: to one partition of a
+        queue, or (without them) to any workflow."""
         send, receive = anyio.create_memory_object_stream[InboxMessage](math.inf)
-        self._watchers.add(send)
+        self._watchers[send] = (queue, partition)
         try:
             async with receive:
                 yield receive
         finally:
-            self._watchers.discard(send)
+            self._watchers.pop(send, None)
             send.close()
 
-    async def purge(self, workflow_id: str, *, up_to: int) -> None:
+    async def purge(self, workflow_id: str, *, up_to: int, queue: str = "default") -> None:
         """Drop the workflow's messages with sequence <= ``up_to``."""
         await anyio.lowlevel.checkpoint()
-        kept = [m for m in self._messages.get(workflow_id, ()) if m.sequence > up_to]
+        key = (queue, workflow_id)
+        kept = [m for m in self._messages.get(key, ()) if m.sequence > up_to]
         if kept:
-            self._messages[workflow_id] = kept
+            self._messages[key] = kept
         else:
-            self._messages.pop(workflow_id, None)
+            self._messages.pop(key, None)
 
     async def run_timers(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -188,29 +208,34 @@ class MemoryInbox:
         """Deliver every due schedule; return when the next one is due, if any."""
         now = self._clock.now()
         due = sorted(
-            (item for item in self._schedules.items() if item[1].at <= now),
-            key=lambda item: (item[1].at, item[1].order),
+            (item for item in self._schedules.items() if item[1][1].at <= now),
+            key=lambda item: (item[1][1].at, item[1][1].order),
         )
-        for (workflow_id, timer_id), schedule in due:
+        for (workflow_id, timer_id), (queue, schedule) in due:
             del self._schedules[(workflow_id, timer_id)]
-            self._deliver(workflow_id, schedule.kind, schedule.data)
-        return min((s.at for s in self._schedules.values()), default=None)
+            self._deliver(queue, workflow_id, schedule.kind, schedule.data)
+        return min((s.at for _, s in self._schedules.values()), default=None)
 
-    def _deliver(self, workflow_id: str, kind: str, data: Mapping[str, Any]) -> int:
+    def _deliver(self, queue: str, workflow_id: str, kind: str, data: Mapping[str, Any]) -> int:
         self._sequence += 1
+        partition = partition_of(workflow_id, self._partitions)
         message = InboxMessage(
             workflow_id=workflow_id,
             sequence=self._sequence,
             kind=kind,
             data=data,
             timestamp=self._clock.now(),
+            queue=queue,
+            partition=partition,
         )
-        self._messages.setdefault(workflow_id, []).append(message)
-        for watcher in list(self._watchers):
+        self._messages.setdefault((queue, workflow_id), []).append(message)
+        for watcher, (want_queue, want_partition) in list(self._watchers.items()):
+            if want_queue is not None and (want_queue, want_partition) != (queue, partition):
+                continue
             try:
                 watcher.send_nowait(message)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._watchers.discard(watcher)
+                self._watchers.pop(watcher, None)
         return self._sequence
 
     def _wake(self) -> None:

@@ -1,4 +1,4 @@
-"""The in-memory run store: run records, chain heads and leases with compare-and-set.
+"""The in-memory run store: run records and chain heads with compare-and-set.
 
 Design note: revisions come from one counter shared by every key, like the revisions of a
 JetStream KV bucket (its stream sequence), so a revision never repeats even after a delete.
@@ -8,7 +8,6 @@ cannot carry fails here exactly as it would against a real store.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import TypeVar
 
 import anyio.lowlevel
@@ -16,7 +15,7 @@ import anyio.lowlevel
 from .._errors import ConcurrencyConflict
 from ._clock import SystemClock
 from ._codec import Codec
-from ._model import ChainHead, Lease, RunStatus, Versioned, WorkflowRun
+from ._model import ChainHead, RunStatus, Versioned, WorkflowRun
 from ._protocols import Clock
 
 __all__ = ["MemoryRunStore"]
@@ -28,7 +27,7 @@ class MemoryRunStore:
     """``RunStore`` kept in process memory.
 
     Args:
-        clock: decides when leases expire (default: the system clock).
+        clock: kept for compatibility (records carry their own times).
         codec: if given, every record is encoded and decoded on ``put_run``/``put_head``.
     """
 
@@ -38,12 +37,10 @@ class MemoryRunStore:
         self._revision = 0
         self._runs: dict[str, Versioned[WorkflowRun]] = {}
         self._heads: dict[str, Versioned[ChainHead]] = {}
-        self._leases: dict[str, Lease] = {}
 
     def __repr__(self) -> str:
         return (
-            f"<MemoryRunStore runs={len(self._runs)} heads={len(self._heads)} "
-            f"leases={len(self._leases)}>"
+            f"<MemoryRunStore runs={len(self._runs)} heads={len(self._heads)}>"
         )
 
     # -- runs ------------------------------------------------------------------------------
@@ -94,30 +91,6 @@ class MemoryRunStore:
         """Remove a chain head (nothing happens if there is none)."""
         await anyio.lowlevel.checkpoint()
         self._heads.pop(workflow_id, None)
-
-    # -- leases ----------------------------------------------------------------------------
-
-    async def acquire_lease(self, workflow_id: str, owner: str, ttl: timedelta) -> Lease | None:
-        """Take or renew the lease; ``None`` while another owner holds an unexpired one."""
-        await anyio.lowlevel.checkpoint()
-        if ttl <= timedelta(0):
-            raise ValueError(f"lease ttl must be positive, got {ttl}")
-        now = self._clock.now()
-        held = self._leases.get(workflow_id)
-        if held is not None and held.owner != owner and held.expires_at > now:
-            return None
-        lease = Lease(
-            workflow_id=workflow_id, owner=owner, expires_at=now + ttl, revision=self._next()
-        )
-        self._leases[workflow_id] = lease
-        return lease
-
-    async def release_lease(self, lease: Lease) -> None:
-        """Give the lease up, unless it has been taken over (its revision changed) meanwhile."""
-        await anyio.lowlevel.checkpoint()
-        held = self._leases.get(lease.workflow_id)
-        if held is not None and held.revision == lease.revision:
-            del self._leases[lease.workflow_id]
 
     # -- internals -------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ __all__ = [
     "ChainHead",
     "InboxMessage",
     "Lease",
+    "Member",
     "NewEvent",
     "RunKey",
     "RunStatus",
@@ -124,6 +125,8 @@ class WorkflowRun:
     #: the workflow version the run executes: given at start, else the one its worker
     #: registered when it first hosted the run (``None`` until then)
     version: str | None = None
+    #: the task queue the chain is served on (workers serving it host the chain)
+    queue: str = "default"
 
 
 @attrs.frozen(kw_only=True)
@@ -134,16 +137,35 @@ class ChainHead:
     workflow_name: str
     first_run_id: str
     current_run_id: str
+    #: the task queue the chain is served on
+    queue: str = "default"
 
 
 @attrs.frozen(kw_only=True)
 class Lease:
-    """Ownership of a workflow by one worker. ``revision`` is the fencing token."""
+    """Ownership of one partition of a queue by one worker. ``revision`` is the fencing
+    token: every grant and renewal gets a new one, and no two grants share one. A released
+    lease has ``owner == ""``."""
 
-    workflow_id: str
+    queue: str
+    partition: int
     owner: str
     expires_at: datetime
     revision: int
+
+
+@attrs.frozen(kw_only=True)
+class Member:
+    """A live worker of the namespace, as its last heartbeat said."""
+
+    worker_id: str
+    host: str = ""
+    pid: int = 0
+    #: the queues it serves
+    queues: tuple[str, ...] = ()
+    #: the workflow types it registers
+    workflows: tuple[str, ...] = ()
+    expires_at: datetime
 
 
 @attrs.frozen(kw_only=True)
@@ -164,3 +186,6 @@ class InboxMessage:
     problem: str | None = None
     #: where the message is stored (its NATS subject), for operators; ``""`` in memory
     subject: str = ""
+    #: the queue and partition of the inbox it was sent to
+    queue: str = "default"
+    partition: int = 0

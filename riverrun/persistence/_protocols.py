@@ -19,6 +19,7 @@ from ._model import (
     ChainHead,
     InboxMessage,
     Lease,
+    Member,
     NewEvent,
     RunKey,
     RunStatus,
@@ -31,6 +32,7 @@ __all__ = [
     "Clock",
     "EventLog",
     "Inbox",
+    "OwnershipStore",
     "PayloadStore",
     "RunStore",
     "SnapshotStore",
@@ -94,7 +96,7 @@ class EventLog(Protocol):
 
 @runtime_checkable
 class RunStore(Protocol):
-    """Run records, chain heads and leases, each with compare-and-set on a revision."""
+    """Run records and chain heads, each with compare-and-set on a revision."""
 
     async def get_run(self, run_id: str) -> Versioned[WorkflowRun] | None: ...
 
@@ -121,11 +123,56 @@ class RunStore(Protocol):
 
     async def delete_head(self, workflow_id: str) -> None: ...
 
-    async def acquire_lease(self, workflow_id: str, owner: str, ttl: timedelta) -> Lease | None:
-        """Take or renew the lease; ``None`` if another owner holds an unexpired one."""
+
+@runtime_checkable
+class OwnershipStore(Protocol):
+    """Who hosts what: the namespace's partition count, one lease per (queue, partition),
+    worker membership by heartbeat, and a per-partition index of running chains."""
+
+    async def partitions(self, requested: int | None) -> int:
+        """The namespace's partition count per queue: stored once (``requested``, or the
+        default, by the first caller); ``IncompatibleStoreConfig`` if ``requested`` differs
+        from what is stored."""
         ...
 
-    async def release_lease(self, lease: Lease) -> None: ...
+    async def acquire(self, queue: str, partition: int, owner: str, ttl: timedelta) -> Lease | None:
+        """Take the partition's lease if it is free, expired or already ``owner``'s;
+        ``None`` while another owner holds an unexpired one."""
+        ...
+
+    async def renew(self, lease: Lease, ttl: timedelta) -> Lease | None:
+        """Extend a held lease (compare-and-set on its revision); ``None`` if it was lost."""
+        ...
+
+    async def release(self, lease: Lease) -> None:
+        """Give the lease up, unless it was taken over (its revision changed) meanwhile."""
+        ...
+
+    async def get_lease(self, queue: str, partition: int) -> Lease | None:
+        """The partition's lease as stored (maybe expired or released), or ``None``."""
+        ...
+
+    async def heartbeat(self, member: Member) -> None:
+        """Record (or refresh) a worker's membership."""
+        ...
+
+    async def leave(self, worker_id: str) -> None: ...
+
+    async def members(self) -> list[Member]:
+        """Every recorded member, expired ones included (the caller judges by the clock)."""
+        ...
+
+    async def index_add(self, queue: str, partition: int, workflow_id: str, run_id: str) -> None:
+        """Note a running chain (by its first run id) in its partition's index."""
+        ...
+
+    async def index_remove(
+        self, queue: str, partition: int, workflow_id: str, run_id: str
+    ) -> None: ...
+
+    async def index_list(self, queue: str, partition: int) -> list[tuple[str, str]]:
+        """``(workflow_id, first_run_id)`` of every chain noted in the partition."""
+        ...
 
 
 @runtime_checkable
@@ -140,17 +187,24 @@ class Inbox(Protocol):
         data: Mapping[str, Any],
         *,
         idempotency_id: str | None = None,
+        queue: str = "default",
     ) -> int:
-        """Append a message to the workflow's inbox and return its sequence."""
+        """Append a message to the workflow's inbox (on ``queue``, in the workflow's
+        partition) and return its sequence."""
         ...
 
     async def read(
-        self, workflow_id: str, *, after: int = 0, limit: int | None = None
+        self,
+        workflow_id: str,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        queue: str = "default",
     ) -> list[InboxMessage]:
         """Messages with sequence > ``after``, in order."""
         ...
 
-    async def last_sequence(self, workflow_id: str) -> int:
+    async def last_sequence(self, workflow_id: str, *, queue: str = "default") -> int:
         """The sequence of the last message in the workflow's inbox; 0 if it holds none."""
         ...
 
@@ -161,6 +215,8 @@ class Inbox(Protocol):
         at: datetime,
         kind: str,
         data: Mapping[str, Any],
+        *,
+        queue: str = "default",
     ) -> None:
         """Durably deliver ``send(workflow_id, kind, data)`` at time ``at`` (once), even across
         restarts of the process or the server; immediately if ``at`` is already past."""
@@ -168,15 +224,18 @@ class Inbox(Protocol):
 
     async def cancel_schedule(self, workflow_id: str, timer_id: str) -> None: ...
 
-    def watch(self) -> AbstractAsyncContextManager[AsyncIterator[InboxMessage]]:
-        """Every new inbox message of every workflow, from one shared subscription.
+    def watch(
+        self, *, queue: str | None = None, partition: int | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterator[InboxMessage]]:
+        """Every new inbox message of one partition of a queue (or, without them, of every
+        workflow), from one shared subscription.
 
         Delivery is at-least-once and a hint: consumers track their own cursor and read
         with ``read(after=cursor)`` to fill gaps.
         """
         ...
 
-    async def purge(self, workflow_id: str, *, up_to: int) -> None:
+    async def purge(self, workflow_id: str, *, up_to: int, queue: str = "default") -> None:
         """Drop messages with sequence <= ``up_to`` (already consumed)."""
         ...
 

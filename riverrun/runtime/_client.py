@@ -21,6 +21,7 @@ from ..persistence import RunKey, RunStatus, WorkflowRun
 from ._definitions import definition_of, is_workflow
 from ._events import Event, to_event
 from ._hints import CallHints
+from ._membership import note_unserved
 from ._options import validate_workflow_id
 from ._services import Services
 from ._waiting import WaitingOn, waiting_on
@@ -93,9 +94,10 @@ class Client:
         services = self._services
         version: str | None = None
         hints: CallHints | None = None
+        queue: str | None = None
         if is_workflow(wf):
             definition = definition_of(wf)
-            name, version = definition.name, definition.version
+            name, version, queue = definition.name, definition.version, definition.queue
             hints = definition.hints.get()
         elif isinstance(wf, str):
             name = wf
@@ -110,8 +112,9 @@ class Client:
         args, kwargs = services.payloads.converter.encode_call(hints, args, kwargs)
         services.payloads.check({"args": list(args), "kwargs": kwargs}, f"{name}() arguments")
         run_id = await services.start_chain(
-            name, args, kwargs, workflow_id=workflow_id, version=version
+            name, args, kwargs, workflow_id=workflow_id, version=version, queue=queue
         )
+        await note_unserved(services, queue or services.queue_of_type(name), name, workflow_id)
         handle: WorkflowHandle[Any] = WorkflowHandle(client=self, workflow_id=workflow_id, first_run_id=run_id)
         handle._result_hints = hints  # result() decodes by the workflow's return hint
         return handle
@@ -262,6 +265,7 @@ class Client:
                 "signal",
                 {"name": name, "payload": packed, **traced},
                 idempotency_id=None if idempotency_key is None else f"signal:{idempotency_key}",
+                queue=current.queue,
             )
 
     async def cancel(self, workflow_or_run_id: str, *, reason: str | None = None) -> bool:
@@ -276,7 +280,7 @@ class Client:
         if current.status in _ENDED:
             return False
         await self._services.backend.inbox.send(
-            current.workflow_id, "cancel", {"reason": reason}
+            current.workflow_id, "cancel", {"reason": reason}, queue=current.queue
         )
         return True
 
@@ -374,7 +378,10 @@ class Client:
             return None
         run = await services.read_run(first_run_id, workflow_id=workflow_id, workflow_name=name)
         # between a hand-over's record update and its head move, follow the link forward
-        return None if run is None else await services.follow(run)
+        run = None if run is None else await services.follow(run)
+        if run is not None and head is not None and run.queue != head.value.queue:
+            run = attrs.evolve(run, queue=head.value.queue)  # the chain's queue is the head's
+        return run
 
     async def _public(self, run: WorkflowRun) -> WorkflowRun:
         result = await self._services.payloads.unpack(run.result)

@@ -10,6 +10,7 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 import attrs
 
 from .._errors import WorkflowNotRegistered
+from ..persistence import check_queue
 from ._hints import LazyHints
 
 __all__ = [
@@ -84,6 +85,8 @@ class WorkflowDefinition:
         eq=False,
         repr=False,
     )
+    #: the task queue its chains are served on
+    queue: str = "default"
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
@@ -148,6 +151,7 @@ def workflow(
     name: str | None = None,
     version: str = "1",
     auto_continue_as_new: bool = False,
+    queue: str = "default",
 ) -> Callable[[F], F]:
     """Mark an async function as a workflow.
 
@@ -159,7 +163,10 @@ def workflow(
             await of a riverrun operation) once the history passes its limits. The new run gets
             the run's argument objects as they are at that moment, so state kept in mutable
             arguments (a dict, a list, an attrs instance) carries over.
+        queue: the task queue its chains are served on: only workers serving this queue
+            host them (1-64 characters of letters, digits, ``_``, ``-``).
     """
+    check_queue(queue)
 
     def decorate(f: F) -> F:
         if not inspect.iscoroutinefunction(f):
@@ -169,6 +176,7 @@ def workflow(
             version=str(version),
             fn=f,
             auto_continue_as_new=auto_continue_as_new,
+            queue=queue,
         )
         setattr(f, _WORKFLOW_ATTR, definition)
         return cast(F, f)  # iscoroutinefunction narrowed f; it is still the caller's F
@@ -216,6 +224,9 @@ class WorkflowRegistry:
     def definitions(self) -> list[WorkflowDefinition]:
         """Every registered definition, every version."""
         return [d for versions in self._by_name.values() for d in versions.values()]
+    def queues(self) -> list[str]:
+        """The queues the registered workflows are served on, sorted."""
+        return sorted({d.queue for versions in self._by_name.values() for d in versions.values()})
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name

@@ -41,8 +41,8 @@ from .._errors import (
     WorkflowNotRegistered,
 )
 from ..persistence import (
+    DEFAULT_QUEUE,
     InboxMessage,
-    Lease,
     NewEvent,
     RunKey,
     RunStatus,
@@ -59,9 +59,6 @@ from ._logcontext import (
     bind_workflow,
     log_continuing,
     log_hosted,
-    log_lease_acquired,
-    log_lease_refused,
-    log_lease_released,
     log_recorded,
     step_attempt,
 )
@@ -85,10 +82,6 @@ def next_run_id(run_id: str) -> str:
     return uuid.uuid5(_RUN_NAMESPACE, f"{run_id}/next").hex
 
 
-class LeaseHeld(ConcurrencyConflict):
-    """Another worker holds the workflow's lease."""
-
-
 class Passivate(Exception):
     """Internal: the instance has been idle long enough to leave memory."""
 
@@ -96,9 +89,11 @@ class Passivate(Exception):
 class WorkflowInstance:
     """Runs one workflow id's chain until it ends, passivates, or is stopped."""
 
-    def __init__(self, services: Services, workflow_id: str) -> None:
+    def __init__(self, services: Services, workflow_id: str, queue: str = DEFAULT_QUEUE) -> None:
         self.services = services
         self.workflow_id = workflow_id
+        #: the task queue the chain is served on (its inbox lives there)
+        self.queue = queue
         self.machine: WorkflowMachine | None = None
         self.key: RunKey | None = None
         self._wakeup = anyio.Event()
@@ -107,10 +102,13 @@ class WorkflowInstance:
         #: one writer per run: appends are serialized (steps end concurrently)
         self._record_lock = anyio.Lock()
         self._skipped_to = 0
-        self._lease: Lease | None = None
         self._link: StoredEvent | None = None
+        #: cancelled by ``stop()``: the worker hands the workflow's partition over
+        self._host_scope = anyio.CancelScope()
+        self._stopping = False
         #: the inbox may hold unread messages: true at load, set again by notify()
         self._inbox_dirty = True
+        self._first_run_id = ""
         self.finished = False
         self._log = LogContext(workflow_id=workflow_id)
         self._obs = services.telemetry.instance(workflow_id)
@@ -129,6 +127,11 @@ class WorkflowInstance:
             for scope in self._steps.values():
                 scope.cancel()  # steps in flight are cancelled cooperatively
 
+    def stop(self) -> None:
+        """Stop hosting (the partition is handed over): projections already queued finish."""
+        self._stopping = True
+        self._host_scope.cancel()
+
     async def run(self) -> None:
         """Host the chain: replay, drive, hand over, until the chain ends or goes idle.
 
@@ -140,33 +143,36 @@ class WorkflowInstance:
         self._log = bind_workflow(self.workflow_id)
         bind_converter(services.payloads.converter)  # workflow code decodes values with it
         # a chain just started in this process: its first event is known, its head is too
+        # (the worker hands it over only if it owns the chain's partition)
         fresh = services.take_fresh(self.workflow_id)
         if fresh is not None:
             run_id = fresh.key.run_id
+            self._first_run_id = run_id
+            queue = fresh.data.get("queue")
+            if isinstance(queue, str):
+                self.queue = queue
         else:
             head = await services.backend.runs.get_head(self.workflow_id)
             if head is None:
                 self.finished = True
                 return
             run_id = head.value.current_run_id
-        try:
-            lease = await self._acquire_lease()
-        except LeaseHeld:
-            if fresh is not None:
-                # another worker holds it: it learns of the start from the start message
-                await services.announce_start(self.workflow_id, run_id)
-            raise
+            self.queue = head.value.queue
+            self._first_run_id = head.value.first_run_id
+        # The worker hosts the workflow because it owns the workflow's partition (one lease
+        # per partition, kept by the worker); the log's fence backs this up: a worker that
+        # lost the partition fails its next append with ConcurrencyConflict.
+        self._host_scope = anyio.CancelScope()
+        if self._stopping:
+            self._host_scope.cancel()
         send, receive = anyio.create_memory_object_stream[Callable[[], Awaitable[object]]](
             math.inf
         )
         try:
             async with anyio.create_task_group() as tg:
-                keeper = anyio.CancelScope()
-                # the job runner ends once `send` is closed and every queued job is done;
-                # the lease is kept until then
-                tg.start_soon(_run_jobs, receive, keeper)
-                tg.start_soon(self._keep_lease, lease, keeper)
-                with send, contextlib.suppress(Passivate):
+                # the job runner ends once `send` is closed and every queued job is done
+                tg.start_soon(_run_jobs, receive, anyio.CancelScope())
+                with send, contextlib.suppress(Passivate), self._host_scope:
                     await self._host(run_id, send, fresh)
         except BaseExceptionGroup as group:
             # the supervisor decides by exception type: hand it the error itself
@@ -175,33 +181,6 @@ class WorkflowInstance:
             raise
         finally:
             self._obs.close()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await services.backend.runs.release_lease(self._lease or lease)
-                log_lease_released(self.workflow_id)
-
-    async def _acquire_lease(self) -> Lease:
-        """Own the workflow: at most one worker hosts it at a time (the log's fence backs this
-        up: a worker that lost its lease fails its next append)."""
-        services = self.services
-        lease = await services.backend.runs.acquire_lease(
-            self.workflow_id, services.worker_id, services.options.lease_ttl
-        )
-        if lease is None:
-            log_lease_refused(self.workflow_id, renewal=self._lease is not None)
-            raise LeaseHeld(
-                f"workflow {self.workflow_id!r} is hosted by another worker (its lease is held)"
-            )
-        log_lease_acquired(self.workflow_id, renewal=self._lease is not None)
-        self._lease = lease
-        return lease
-
-    async def _keep_lease(self, lease: Lease, scope: anyio.CancelScope) -> None:
-        ttl = self.services.options.lease_ttl.total_seconds()
-        with scope:
-            while True:
-                await anyio.sleep(ttl / 3)
-                await self._acquire_lease()
-        # every queued projection is written once the task group has drained the jobs
 
     async def _host(
         self,
@@ -415,6 +394,7 @@ class WorkflowInstance:
             fire_at,
             "timer",
             {"timer_id": timer_id, "run_id": self.key.run_id},
+            queue=self.queue,
         )
 
     async def _drive(self, machine: WorkflowMachine) -> Outcome:
@@ -531,7 +511,9 @@ class WorkflowInstance:
         services = self.services
         assert self.key is not None
         after = self._cursor(machine)
-        messages = await services.backend.inbox.read(self.workflow_id, after=after)
+        messages = await services.backend.inbox.read(
+            self.workflow_id, after=after, queue=self.queue
+        )
         for message in messages:
             if machine.outcome is not None:
                 self._inbox_dirty = True  # the rest is for the next run, if there is one
@@ -786,6 +768,7 @@ class WorkflowInstance:
                 "workflow_id": self.workflow_id,
                 "run_id": self.key.run_id,
                 "position": command.position,
+                "queue": self.queue,
             },
             idempotent_run_id=uuid.uuid5(
                 _RUN_NAMESPACE, f"{self.key.run_id}/child/{command.position}"
@@ -925,6 +908,7 @@ class WorkflowInstance:
             parent_run_id=parent.get("run_id"),
             parent_workflow_id=parent.get("workflow_id"),
             version=getattr(machine.outcome, "version", None) or machine.definition.version,
+            queue=self.queue,
         )
 
         async def create_new_run() -> None:
@@ -933,7 +917,7 @@ class WorkflowInstance:
 
         async def purge_inbox() -> None:
             if cursor:
-                await services.backend.inbox.purge(self.workflow_id, up_to=cursor)
+                await services.backend.inbox.purge(self.workflow_id, up_to=cursor, queue=self.queue)
 
         async def link_records() -> None:
             # Both records first, the head last: a crash in between leaves the head on the
@@ -971,6 +955,7 @@ class WorkflowInstance:
                     policy,
                     {"reason": f"parent {self.workflow_id} closed ({policy})"},
                     idempotency_id=f"close:{machine.run_id}:{child_id}",
+                    queue=await self.services.queue_of(child_id),
                 )
 
     async def _complete_chain(
@@ -1002,6 +987,7 @@ class WorkflowInstance:
                     "message": error,
                 },
                 idempotency_id=f"child-end:{run_id}",
+                queue=parent.get("queue") or await services.queue_of(parent["workflow_id"]),
             )
         changes = {"status": status, "result": packed_result, "error": error, "completed_at": now}
         ahead = services.expected_record(run_id, **changes)
@@ -1013,10 +999,15 @@ class WorkflowInstance:
             services.notify_done(self.workflow_id, ahead)
         final = await services.update_run(run_id, **changes)
         if cursor:
-            await services.backend.inbox.purge(self.workflow_id, up_to=cursor)
+            await services.backend.inbox.purge(self.workflow_id, up_to=cursor, queue=self.queue)
         services.forget(self.workflow_id)
         if ahead is None:
             services.notify_done(self.workflow_id, final)
+        # the chain is no longer running: out of its partition's index (after the record,
+        # so a crash in between leaves an entry the next claimer drops, never a lost chain)
+        await services.backend.owners.index_remove(
+            self.queue, services.partition_of(self.workflow_id), self.workflow_id, self._first_run_id
+        )
 
 
 def _ends_pending_child(machine: WorkflowMachine, message: InboxMessage) -> bool:

@@ -3,7 +3,7 @@
 Design note. One asyncio task hosts one workflow instance, so the ambient lookup is a
 ``ContextVar`` (the one kind of ambient state the runtime allows). The workflow's actor binds a
 :class:`LogContext` in its cell task when an incarnation starts (:func:`bind_workflow`); every
-task started from there (the instance, its lease keeper, its projection jobs, and whatever a
+task started from there (the instance, its projection jobs, and whatever a
 step starts) inherits the same object, and so do the supervision logs the actors layer writes
 from the cell task, which imports nothing from here. The context is a small mutable holder:
 the instance points it at its current machine (run id, execution) and marks the step attempt
@@ -19,7 +19,7 @@ of its children) and to the handler :func:`riverrun.configure_logging` installs,
 user's own records (a step logging through its module's logger) carry the context too.
 
 The rest of the module is the runtime's log lines that need more than one call: lifecycle
-events of a run, leases, and continue-as-new (seed 002's "continuing as new" / "resuming").
+events of a run, and continue-as-new (seed 002's "continuing as new" / "resuming").
 Per-event lines are DEBUG and cost a level check when DEBUG is off.
 """
 
@@ -46,9 +46,6 @@ __all__ = [
     "install_context_filter",
     "log_continuing",
     "log_hosted",
-    "log_lease_acquired",
-    "log_lease_refused",
-    "log_lease_released",
     "log_recorded",
     "step_attempt",
 ]
@@ -315,23 +312,3 @@ _RECORDED: dict[EventType, Callable[[WorkflowMachine, Mapping[str, Any]], None]]
     EventType.STEP_FAILED: _step_failed,
     EventType.STEP_COMPLETED: _step_completed,
 }
-
-
-def log_lease_acquired(workflow_id: str, renewal: bool) -> None:
-    if not renewal:
-        worker_log.debug("workflow %s: lease acquired", workflow_id)
-
-
-def log_lease_refused(workflow_id: str, renewal: bool) -> None:
-    """Another worker holds the lease: INFO if this worker was hosting the workflow (it lost
-    the lease), DEBUG if it only tried to host it."""
-    if renewal:
-        worker_log.info(
-            "workflow %s: lost its lease to another worker; stopped hosting it here", workflow_id
-        )
-    else:
-        worker_log.debug("workflow %s: lease held by another worker", workflow_id)
-
-
-def log_lease_released(workflow_id: str) -> None:
-    worker_log.debug("workflow %s: lease released", workflow_id)

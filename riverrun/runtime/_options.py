@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import attrs
 
+from ..persistence import check_queue
 from ._machine import HistoryLimits
 
 __all__ = ["Retention", "RuntimeOptions", "validate_workflow_id"]
@@ -24,6 +25,17 @@ def validate_workflow_id(workflow_id: str) -> str:
             "and _ - : . @ = + /"
         )
     return workflow_id
+
+
+def _queues(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = (value,)
+    queues = tuple(check_queue(q) for q in value)  # type: ignore[attr-defined]
+    if not queues:
+        raise ValueError("queues must name at least one queue (or be None)")
+    return tuple(dict.fromkeys(queues))
 
 
 @attrs.frozen(kw_only=True)
@@ -49,8 +61,15 @@ class RuntimeOptions:
     #: arguments, results and signal payloads larger than this go to the payload store
     payload_threshold: int = 256 * 1024
     retention: Retention = attrs.field(factory=Retention)
-    #: a worker holds a workflow for this long without renewing before another may take it
+    #: a worker holds a partition for this long without renewing before another may take it
+    #: (renewed every third of it); also how long a dead worker's membership lasts
     lease_ttl: timedelta = timedelta(seconds=30)
+    #: partitions per queue: a namespace setting stored once (``None``: what the namespace
+    #: has, 16 for a new one); a different number than the stored one is an error
+    partitions: int | None = None
+    #: the queues this runtime's worker serves (``None``: the queues of the workflows it
+    #: registers, ``default`` if it registers none)
+    queues: tuple[str, ...] | None = attrs.field(default=None, converter=_queues)
     #: drop an idle workflow (waiting on a timer/signal/child) from memory after this long
     passivate_after: timedelta | None = timedelta(seconds=60)
     #: backoff between restarts of a workflow actor after an infrastructure fault

@@ -122,10 +122,14 @@ class Runtime:
         """A runtime on the memory backend: for unit tests and ``riverrun.testing``."""
         from ..persistence import open_memory_backend
 
-        def factory(codec: Codec) -> contextlib.AbstractAsyncContextManager[Backend]:
-            return open_memory_backend(codec=codec, clock=clock)
+        own = _split(opts)
 
-        return cls(factory, workflows=workflows, worker=worker, description="memory", **_split(opts))
+        def factory(codec: Codec) -> contextlib.AbstractAsyncContextManager[Backend]:
+            return open_memory_backend(
+                codec=codec, clock=clock, partitions=own["options"].partitions
+            )
+
+        return cls(factory, workflows=workflows, worker=worker, description="memory", **own)
 
     @classmethod
     def connect(
@@ -193,6 +197,7 @@ class Runtime:
         )
         servers = servers or os.environ.get("RIVERRUN_SERVERS", "nats://127.0.0.1:4222")
         workflows = list(workflows)
+        own = _split(opts, namespace=namespace)
 
         def factory(codec: Codec) -> contextlib.AbstractAsyncContextManager[Backend]:
             return open_jetstream_backend(
@@ -202,6 +207,7 @@ class Runtime:
                 replicas=replicas,
                 connect_timeout=connect_timeout,
                 security=security,
+                partitions=own["options"].partitions,
             )
 
         where = redact_url(servers if isinstance(servers, str) else ",".join(servers))
@@ -210,7 +216,7 @@ class Runtime:
             workflows=workflows,
             worker=bool(workflows) if worker is None else worker,
             description=f"nats {where} ns={namespace}",
-            **_split(opts, namespace=namespace),
+            **own,
         )
         runtime.url = where
         return runtime
@@ -234,13 +240,17 @@ class Runtime:
         from ..persistence import EmbeddedNatsServer, open_jetstream_backend
 
         runtime: Runtime
+        own = _split(opts, namespace=namespace)
 
         @contextlib.asynccontextmanager
         async def factory(codec: Codec) -> Any:
             async with EmbeddedNatsServer(data_dir=data_dir, sync_interval=sync_interval) as server:
                 runtime.url = server.url
                 async with open_jetstream_backend(
-                    server.url, namespace=namespace, codec=codec
+                    server.url,
+                    namespace=namespace,
+                    codec=codec,
+                    partitions=own["options"].partitions,
                 ) as backend:
                     yield backend
 
@@ -249,7 +259,7 @@ class Runtime:
             workflows=workflows,
             worker=worker,
             description=f"embedded ns={namespace}",
-            **_split(opts, namespace=namespace),
+            **own,
         )
         return runtime
 

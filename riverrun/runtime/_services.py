@@ -14,6 +14,7 @@ import attrs
 
 from .._errors import ConcurrencyConflict, WorkflowAlreadyRunning
 from ..persistence import (
+    DEFAULT_QUEUE,
     Backend,
     ChainHead,
     NewEvent,
@@ -23,11 +24,13 @@ from ..persistence import (
     Versioned,
     WorkflowRun,
     as_stored,
+    partition_of,
 )
 from ..persistence._codec import Codec
 from ._definitions import WorkflowRegistry
 from ._events import EventType
 from ._machine import WorkflowMachine
+from ._membership import MembersCache
 from ._options import RuntimeOptions, validate_workflow_id
 from ._payloads import Payloads
 from ._projection import rebuild_run
@@ -69,12 +72,16 @@ class Services:
     #: compare-and-set without reading first (a conflict falls back to reading)
     _known_runs: dict[str, Versioned[WorkflowRun]] = attrs.field(factory=dict)
     _known_heads: dict[str, Versioned[ChainHead]] = attrs.field(factory=dict)
-    #: set by the worker while it runs: host a chain just started in this process, whose
-    #: first event it takes from ``take_fresh`` (False: it cannot; send the start message)
-    on_started: Callable[[str], bool] | None = None
+    #: set by the worker while it runs: host a chain (workflow id, queue) just started in
+    #: this process, whose first event it takes from ``take_fresh`` (False: it cannot, e.g.
+    #: it does not own the chain's partition; send the start message)
+    on_started: Callable[[str, str], bool] | None = None
     #: first events of chains started here, for the local worker to host without reading them
     _fresh: dict[str, StoredEvent] = attrs.field(factory=dict)
     telemetry: Telemetry = attrs.field(factory=Telemetry)
+    #: the queues this process's worker serves (set by the worker)
+    served_queues: frozenset[str] = frozenset()
+    members_cache: MembersCache = attrs.field(factory=MembersCache)
 
     _step_limiter: anyio.CapacityLimiter | None = None
 
@@ -102,8 +109,12 @@ class Services:
         parent: Mapping[str, Any] | None = None,
         idempotent_run_id: str | None = None,
         trace_parent: Context | None = None,
+        queue: str | None = None,
     ) -> str:
         """Write a new chain's first run and point the head at it. Returns its run id.
+
+        ``queue``: the task queue it is served on (default: the registered workflow's, else
+        ``default``).
 
         Traced as ``start NAME`` (``start_child NAME`` under ``trace_parent``, the parent's
         run span); the span's context goes into the first event for the run to continue.
@@ -121,6 +132,7 @@ class Services:
                 parent=parent,
                 idempotent_run_id=idempotent_run_id,
                 trace=carrier(span),
+                queue=queue or self.queue_of_type(workflow_name),
             )
         except BaseException as exc:
             end_span(span, exc)
@@ -139,6 +151,7 @@ class Services:
         parent: Mapping[str, Any] | None,
         idempotent_run_id: str | None,
         trace: Mapping[str, str] | None,
+        queue: str = "default",
     ) -> str:
         """``start_chain`` (see there).
 
@@ -159,7 +172,7 @@ class Services:
             if head is not None and head.value.first_run_id == idempotent_run_id:
                 # a child start redone after a crash, which may have come between the head's
                 # commit and the start message: without that message no worker hosts it
-                await self.announce_start(workflow_id, idempotent_run_id)
+                await self.announce_start(workflow_id, idempotent_run_id, head.value.queue)
                 return idempotent_run_id
             if head is not None:
                 await self._check_not_running(workflow_id, head.value.current_run_id)
@@ -176,6 +189,7 @@ class Services:
             "execution": 1,
             "continued_from_run_id": None,
             "parent": dict(parent) if parent else None,
+            "queue": queue,
         }
         if trace:
             data["trace"] = dict(trace)  # the start's span, parent of the runs' spans
@@ -191,6 +205,7 @@ class Services:
             parent_run_id=parent["run_id"] if parent else None,
             parent_workflow_id=parent["workflow_id"] if parent else None,
             version=version,
+            queue=queue,
         )
         key = RunKey(workflow_id=workflow_id, run_id=run_id)
 
@@ -204,7 +219,7 @@ class Services:
         cursor: list[int] = []
 
         async def read_cursor() -> None:
-            cursor.append(await self.backend.inbox.last_sequence(workflow_id))
+            cursor.append(await self.backend.inbox.last_sequence(workflow_id, queue=queue))
 
         try:
             await _both(create_record, read_cursor)
@@ -215,19 +230,32 @@ class Services:
         inbox_cursor = cursor[0]
         packed["inbox_cursor"] = inbox_cursor
         first = NewEvent(type=EventType.WORKFLOW_STARTED.value, timestamp=now, data=packed)
-        try:
+        partition = self.partition_of(workflow_id)
+
+        async def append_first() -> None:
             await self.backend.events.append(
                 key, first, expected_last=0, idempotency_id=f"{run_id}:1"
             )
+
+        async def add_to_index() -> None:
+            await self.backend.owners.index_add(queue, partition, workflow_id, run_id)
+
+        # The partition's index of running chains gets the chain before the head commits it
+        # (and concurrently with the log write): whoever claims the partition after a crash
+        # finds it there. An entry whose start then fails is dropped here, or by the claimer.
+        try:
+            await _both(append_first, add_to_index)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await runs.delete_run(run_id)
+                await self.backend.owners.index_remove(queue, partition, workflow_id, run_id)
             raise
         new_head = ChainHead(
             workflow_id=workflow_id,
             workflow_name=workflow_name,
             first_run_id=run_id,
             current_run_id=run_id,
+            queue=queue,
         )
         try:
             await self._commit_head(new_head, head.revision if head else None)
@@ -235,28 +263,52 @@ class Services:
             with anyio.CancelScope(shield=True):
                 await self.backend.events.delete(key)
                 await runs.delete_run(run_id)
+                await self.backend.owners.index_remove(queue, partition, workflow_id, run_id)
             raise
         if self.local_worker and workflow_name in self.registry:
             self._done[workflow_id] = ChainEnd(run_id)  # this worker will announce the end
             if self.on_started is not None:
                 # the first event as a replay would read it: the worker hosts the run from it
+                # (only if it owns the chain's partition; else the start message goes out)
                 _bounded_put(self._fresh, workflow_id, as_stored(self.codec, key, 1, first))
-                if self.on_started(workflow_id):
+                if self.on_started(workflow_id, queue):
                     return run_id
                 self._fresh.pop(workflow_id, None)
-        await self.announce_start(workflow_id, run_id)
+        await self.announce_start(workflow_id, run_id, queue)
         return run_id
 
     def take_fresh(self, workflow_id: str) -> StoredEvent | None:
         """The first event of a chain this process just started (once), if any."""
         return self._fresh.pop(workflow_id, None)
 
-    async def announce_start(self, workflow_id: str, run_id: str) -> None:
-        """Tell the workers of the namespace that a chain was started (sent again by a redone
+    async def announce_start(self, workflow_id: str, run_id: str, queue: str) -> None:
+        """Tell the workers of the queue that a chain was started (sent again by a redone
         start: the inbox drops the copy within its duplicate window, the worker ignores it)."""
         await self.backend.inbox.send(
-            workflow_id, "start", {"run_id": run_id}, idempotency_id=f"start:{run_id}"
+            workflow_id,
+            "start",
+            {"run_id": run_id},
+            idempotency_id=f"start:{run_id}",
+            queue=queue,
         )
+
+    # -- queues and partitions -----------------------------------------------------------------
+
+    def partition_of(self, workflow_id: str) -> int:
+        return partition_of(workflow_id, self.backend.partitions)
+
+    def queue_of_type(self, workflow_name: str) -> str:
+        """The queue a registered workflow type is served on (``default`` if unknown here)."""
+        if workflow_name in self.registry:
+            return self.registry.get(workflow_name).queue
+        return DEFAULT_QUEUE
+
+    async def queue_of(self, workflow_id: str) -> str:
+        """The queue a chain is served on, from its head (``default`` if it has none)."""
+        head = self._known_heads.get(workflow_id)
+        if head is None:
+            head = await self.backend.runs.get_head(workflow_id)
+        return head.value.queue if head is not None else DEFAULT_QUEUE
 
     async def _commit_head(self, head: ChainHead, revision: int | None) -> None:
         """Point the chain head at a new chain: the step that commits a start.

@@ -169,7 +169,7 @@ class Telemetry:
             return callback
 
         for field, description in (
-            ("active", "Workflow ids hosted in memory now (each holds its workflow's lease)"),
+            ("active", "Workflow ids hosted in memory now"),
             ("parked", "Workflow ids parked on this worker now"),
             ("quarantined", "Inbox messages quarantined (unreadable) by this worker"),
         ):

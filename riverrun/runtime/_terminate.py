@@ -164,8 +164,11 @@ async def _project(
     key = RunKey(workflow_id=workflow_id, run_id=run_id)
     history = [event async for event in backend.events.stream(key)]
     # everything in the inbox so far was sent to this chain; the wake-up below is not purged
-    purge_to = await backend.inbox.last_sequence(workflow_id)
-    await backend.inbox.send(workflow_id, "terminate", {"reason": reason, "run_id": run_id})
+    queue = await services.queue_of(workflow_id)
+    purge_to = await backend.inbox.last_sequence(workflow_id, queue=queue)
+    await backend.inbox.send(
+        workflow_id, "terminate", {"reason": reason, "run_id": run_id}, queue=queue
+    )
     parent = _parent_of(history)
     children, timers = _open_children_and_timers(history)
     for child_id, policy in children.items():
@@ -175,6 +178,7 @@ async def _project(
                 policy,
                 {"reason": f"parent {workflow_id} closed ({policy})"},
                 idempotency_id=f"close:{run_id}:{child_id}",
+                queue=await services.queue_of(child_id),
             )
     for timer_id in timers:
         await backend.inbox.cancel_schedule(workflow_id, timer_id)
@@ -189,6 +193,7 @@ async def _project(
                 "message": message,
             },
             idempotency_id=f"child-end:{run_id}",
+            queue=parent.get("queue") or await services.queue_of(parent["workflow_id"]),
         )
     now = services.clock.now()
     final = await services.update_run(
@@ -197,7 +202,12 @@ async def _project(
     if final is None:  # no record (lost): rebuilt from the log, which now says cancelled
         final = await services.read_run(run_id, workflow_id=workflow_id)
     if purge_to:
-        await backend.inbox.purge(workflow_id, up_to=purge_to)
+        await backend.inbox.purge(workflow_id, up_to=purge_to, queue=queue)
+    head = await backend.runs.get_head(workflow_id)
+    if head is not None:  # no longer running: out of its partition's index
+        await backend.owners.index_remove(
+            queue, services.partition_of(workflow_id), workflow_id, head.value.first_run_id
+        )
     services.forget(workflow_id)
     services.notify_done(workflow_id, final)
     return final

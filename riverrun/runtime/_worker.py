@@ -1,8 +1,11 @@
 """The worker: a supervisor actor hosting one actor per active workflow id.
 
-Design note. One shared inbox subscription per worker (``Inbox.watch``), never one consumer
-per workflow: the worker routes each message to the actor hosting that workflow id,
-spawning (rehydrating) it when it is not in memory. A ``WorkflowActor`` runs its
+Design note. The worker serves queues; it hosts the workflows of the partitions of those
+queues that it owns (``PartitionOwner``: one lease per partition, never one per workflow).
+One shared inbox subscription per owned partition (``Inbox.watch(queue=, partition=)``),
+never one consumer per workflow: the worker routes each message to the actor hosting that
+workflow id, spawning (rehydrating) it when it is not in memory. Claiming a partition resumes
+the chains of its index of running workflows; handing it over stops them. A ``WorkflowActor`` runs its
 ``WorkflowInstance`` as a task it owns; an infrastructure fault (the store unreachable, a
 timeout) fails the actor and the worker's one-for-one strategy restarts it, with exponential
 backoff, from its history. A workflow's own exception never gets here: the instance records
@@ -16,7 +19,6 @@ sat idle past ``passivate_after``, stops; the next message for it spawns a fresh
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import AsyncIterator
 
 import anyio
@@ -39,10 +41,11 @@ from ..actors import (
     SupervisorStrategy,
     Terminated,
 )
-from ..persistence import InboxMessage, QuarantinedMessage, RunKey, RunStatus
+from ..persistence import InboxMessage, QuarantinedMessage, RunKey
 from ._containment import CrashTracker, crash_signature, is_infrastructure
-from ._instance import LeaseHeld, WorkflowInstance
+from ._instance import WorkflowInstance
 from ._logcontext import bind_workflow, install_context_filter
+from ._ownership import PartitionOwner
 from ._quarantine import quarantine_record, warn_unregistered
 from ._services import Services
 from ._stuck import (
@@ -72,9 +75,12 @@ class WorkerStatistics:
 class WorkflowActor(Actor):
     """Hosts one workflow id: each incarnation replays the chain's current run."""
 
-    def __init__(self, worker: Worker, workflow_id: str, *, quiet: bool = False) -> None:
+    def __init__(
+        self, worker: Worker, workflow_id: str, queue: str, *, quiet: bool = False
+    ) -> None:
         self.worker = worker
-        self.instance = WorkflowInstance(worker.services, workflow_id)
+        self.instance = WorkflowInstance(worker.services, workflow_id, queue)
+        worker._actors[workflow_id] = self
         if quiet:
             # spawned for a chain just started here, before any inbox message for it
             # reached this worker: its instance reads the inbox once one does
@@ -90,7 +96,7 @@ class WorkflowActor(Actor):
     async def _host(self, ctx: ActorContext) -> None:
         instance = self.instance
         try:
-            await self._run_when_owned()
+            await instance.run()
         except NonDeterminismError as err:
             run_id = instance.key.run_id if instance.key else None
             log.error("workflow %s run %s parked: %s", instance.workflow_id, run_id, err)
@@ -127,31 +133,6 @@ class WorkflowActor(Actor):
                 self.worker._passivated += 1
         ctx.stop()
 
-    async def _run_when_owned(self) -> None:
-        """Run the instance; while another worker holds the lease, try again each lease
-        period, so a workflow whose worker died is taken over once its lease expires."""
-        services = self.worker.services
-        while True:
-            try:
-                await self.instance.run()
-                return
-            except LeaseHeld:
-                # another worker hosts it: a handle waiting in this process polls the store
-                services.notify_done(self.instance.workflow_id)
-                if not await self._still_running():
-                    return
-            period = services.options.lease_ttl.total_seconds()
-            await anyio.sleep(period * (1 + random.random() / 4))
-            self.instance = WorkflowInstance(services, self.instance.workflow_id)
-
-    async def _still_running(self) -> bool:
-        runs = self.worker.services.backend.runs
-        head = await runs.get_head(self.instance.workflow_id)
-        if head is None:
-            return False
-        record = await runs.get_run(head.value.current_run_id)
-        return record is not None and not record.value.status.is_terminal
-
     async def receive(self, ctx: ActorContext, message: object) -> object:
         if isinstance(message, InboxMessage) or message is None:
             self.instance.notify(message)
@@ -181,6 +162,15 @@ class Worker:
         self.services = services
         self._refs: dict[str, ActorRef] = {}
         self._by_ref: dict[ActorRef, str] = {}
+        self._actors: dict[str, WorkflowActor] = {}
+        #: the queue of each workflow id hosted here
+        self._queues: dict[str, str] = {}
+        #: the partitions owned, each with the scope of its inbox consumer
+        self._watches: dict[tuple[str, int], anyio.CancelScope] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        queues = services.options.queues or tuple(services.registry.queues()) or ("default",)
+        services.served_queues = frozenset(queues)
+        self.ownership = PartitionOwner(self, list(queues))
         self._rerun: set[str] = set()
         self._parked: dict[str, str] = {}
         self._crashes: dict[str, CrashTracker] = {}
@@ -195,7 +185,19 @@ class Worker:
         self._unregistered: set[tuple[str, str | None]] = set()
 
     def __repr__(self) -> str:
-        return f"<Worker active={len(self._refs)} parked={len(self._parked)}>"
+        return (
+            f"<Worker active={len(self._refs)} parked={len(self._parked)} "
+            f"partitions={len(self._watches)}>"
+        )
+
+    @property
+    def queues(self) -> list[str]:
+        """The queues this worker serves."""
+        return list(self.ownership.queues)
+
+    def partitions(self) -> dict[str, list[int]]:
+        """The partitions this worker owns now, by queue."""
+        return self.ownership.owned()
 
     def statistics(self) -> WorkerStatistics:
         return WorkerStatistics(
@@ -334,54 +336,123 @@ class Worker:
             lambda: WorkerActor(self), name="worker", supervisor=self.strategy(), grace=5.0
         )
         await self._ready.wait()
-        async with self.services.backend.inbox.watch() as messages:
-            await self._recover()
-            self.services.on_started = self._host_started
-            try:
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                # the first round claims this worker's partitions and resumes what runs there
+                await tg.start(self.ownership.run)
+                self.services.on_started = self._host_started
+                task_status.started()
+        finally:
+            self.services.on_started = None
+
+    # -- partitions ------------------------------------------------------------------------
+
+    def owns(self, queue: str, partition: int) -> bool:
+        return (queue, partition) in self._watches
+
+    async def claim_partition(self, queue: str, partition: int) -> None:
+        """Open the partition's inbox consumer, then resume every chain in its index."""
+        assert self._tg is not None
+        scope = anyio.CancelScope()
+        # owned from here on, so that what the consumer hears at once is routed, not dropped
+        self._watches[(queue, partition)] = scope
+        try:
+            await self._tg.start(self._watch, queue, partition, scope)
+        except BaseException:
+            self._watches.pop((queue, partition), None)
+            raise
+        owners = self.services.backend.owners
+        for workflow_id, _ in await owners.index_list(queue, partition):
+            await self.deliver(workflow_id, None, queue=queue)
+
+    async def _watch(
+        self,
+        queue: str,
+        partition: int,
+        scope: anyio.CancelScope,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        with scope:
+            async with self.services.backend.inbox.watch(
+                queue=queue, partition=partition
+            ) as messages:
                 task_status.started()
                 await self._route(messages)
-            finally:
-                self.services.on_started = None
+
+    async def release_partition(self, queue: str, partition: int) -> None:
+        """Stop the partition's consumer and its workflows here (their queued projections
+        finish first), so that another worker can take it over."""
+        scope = self._watches.pop((queue, partition), None)
+        if scope is not None:
+            scope.cancel()
+        partition_of = self.services.partition_of
+        hosted = [
+            (workflow_id, ref)
+            for workflow_id, ref in list(self._refs.items())
+            if self._queues.get(workflow_id) == queue and partition_of(workflow_id) == partition
+        ]
+        for workflow_id, _ in hosted:
+            actor = self._actors.get(workflow_id)
+            if actor is not None:
+                actor.instance.stop()
+        grace = self.services.options.lease_ttl.total_seconds() / 3
+        for _, ref in hosted:
+            with anyio.move_on_after(grace):
+                await ref.wait_stopped()
+            await ref.stop(grace=0)
 
     async def _route(self, messages: AsyncIterator[InboxMessage]) -> None:
         async for message in messages:
             if message.problem is not None:
                 if message.workflow_id in self._refs:
                     # its instance reads it next and quarantines it, naming the run
-                    await self.deliver(message.workflow_id, None)
+                    await self.deliver(message.workflow_id, None, queue=message.queue)
                 else:
                     # never spawn for garbage: an instance started later meets it in its read
                     self.services.backend.quarantine.report(
                         quarantine_record(message, message.problem, None)
                     )
                 continue
-            await self.deliver(message.workflow_id, message)
+            await self.deliver(message.workflow_id, message, queue=message.queue)
 
-    async def _recover(self) -> None:
-        """Resume every running workflow in the namespace (after a crash or a restart)."""
-        for run in await self.services.backend.runs.list_runs(status=RunStatus.RUNNING):
-            await self.deliver(run.workflow_id, None)
-
-    def _host_started(self, workflow_id: str) -> bool:
-        """Host a chain just started in this process (``Services.on_started``): no start
-        message, no read of its first event or of its inbox."""
+    def _host_started(self, workflow_id: str, queue: str) -> bool:
+        """Host a chain just started in this process (``Services.on_started``) if this worker
+        owns its partition: no start message, no read of its first event or of its inbox."""
         ctx = self._ctx
         if ctx is None or workflow_id in self._parked:
             return False
-        ctx.start_soon(self._spawn_started, workflow_id)
+        if not self.owns(queue, self.services.partition_of(workflow_id)):
+            return False  # its partition's owner learns of it from the start message
+        ctx.start_soon(self._spawn_started, workflow_id, queue)
         return True
 
-    async def _spawn_started(self, workflow_id: str) -> None:
+    async def _spawn_started(self, workflow_id: str, queue: str) -> None:
+        if not self.owns(queue, self.services.partition_of(workflow_id)):
+            # the partition was handed over meanwhile: its new owner gets the start message
+            fresh = self.services.take_fresh(workflow_id)
+            if fresh is not None:
+                await self.services.announce_start(workflow_id, fresh.key.run_id, queue)
+            return
         quiet = workflow_id not in self._refs and workflow_id not in self._rerun
-        await self.deliver(workflow_id, None, quiet=quiet)
+        await self.deliver(workflow_id, None, queue=queue, quiet=quiet)
 
     async def deliver(
-        self, workflow_id: str, message: InboxMessage | None, *, quiet: bool = False
+        self,
+        workflow_id: str,
+        message: InboxMessage | None,
+        *,
+        queue: str | None = None,
+        quiet: bool = False,
     ) -> None:
         if workflow_id in self._parked:
             if message is not None and message.kind == "terminate":
                 await self._unpark_if_ended(workflow_id, message)
             return
+        queue = queue or self._queues.get(workflow_id) or await self.services.queue_of(workflow_id)
+        if not self.owns(queue, self.services.partition_of(workflow_id)):
+            return  # another worker's partition (or one just handed over)
         ref = self._refs.get(workflow_id)
         if ref is not None:
             try:
@@ -393,8 +464,9 @@ class Worker:
             return
         ctx = self._ctx
         assert ctx is not None
+        self._queues[workflow_id] = queue
         ref = await ctx.spawn(
-            lambda: WorkflowActor(self, workflow_id, quiet=quiet),
+            lambda: WorkflowActor(self, workflow_id, queue, quiet=quiet),
             name=f"wf:{workflow_id.replace('/', '%2F')}",
             mailbox_size=64,
         )
@@ -426,6 +498,9 @@ class Worker:
             return
         if self._refs.get(workflow_id) is ref:
             del self._refs[workflow_id]
+            self._actors.pop(workflow_id, None)
         if workflow_id in self._rerun and self._ctx is not None:
             self._rerun.discard(workflow_id)
             self._ctx.start_soon(self.deliver, workflow_id, None)
+        elif workflow_id not in self._refs:
+            self._queues.pop(workflow_id, None)

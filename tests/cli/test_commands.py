@@ -376,3 +376,22 @@ def test_start_wait_of_a_type_no_worker_registers_says_so(cli: Cli) -> None:
     assert shown["stuck"]["kind"] == "unregistered_type"
     assert "Stuck: no worker registers its workflow type: " in text
     assert cli("runs", "cancel", workflow_id).code == 0
+
+
+def test_runs_show_says_which_worker_hosts_a_running_workflow(cli: Cli) -> None:
+    import os
+    import socket
+
+    workflow_id = new_id("hosted")
+    assert cli("start", "waiter", "--id", workflow_id).code == 0
+    shown = cli("runs", "show", workflow_id, "--json").json()
+    assert "running" == shown["status"] and "default" == shown["queue"]
+    hosting = shown["hosting"]
+    assert hosting.startswith("queue 'default', partition ")
+    # the module's one worker process, on this machine (not this test's pid)
+    assert f"on {socket.gethostname()} (pid " in hosting and f"(pid {os.getpid()})" not in hosting
+    assert "Hosting:" in cli("runs", "show", workflow_id).stdout
+    assert cli("runs", "signal", workflow_id, "go", '"x"').code == 0
+    assert cli("runs", "result", workflow_id).code == 0
+    done = cli("runs", "show", workflow_id, "--json").json()
+    assert "completed" == done["status"] and "hosting" not in done

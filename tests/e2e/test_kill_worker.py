@@ -389,3 +389,62 @@ async def test_a_fan_out_survives_a_kill_with_steps_in_flight(
     assert sorted(completed) == list(range(1, n + 1))  # each step recorded once
     ran = {words[2] for words in kw.read_log(log) if words[0] == "RUN"}
     assert all(t.split("#")[1] in ran for t in result)
+async def test_two_workers_a_killed_ones_partitions_are_claimed_when_their_leases_expire(
+    nats_server: EmbeddedNatsServer, namespace: str, tmp_path: Path
+) -> None:
+    """Two worker processes share the namespace's partitions; one is SIGKILLed with
+    workflows in flight in its partitions. The other claims them once their leases expire
+    (no message, no restart needed: claiming resumes the partition's index) and every
+    workflow completes with each unit recorded once."""
+    from riverrun.persistence import partition_of
+
+    log = tmp_path / "steps.log"
+    tail = kw.LogTail(log)
+    units = kw.UNITS_PER_SIGNAL
+    settings = {kw.LEASE_TTL_ENV: "3"}
+    workers: list[WorkerProcess] = []
+    async with Runtime.connect(
+        nats_server.url, workflows=kw.WORKFLOWS, namespace=namespace, worker=False
+    ) as rt:
+        owners = rt.backend.owners
+        try:
+            for _ in range(2):
+                workers.append(
+                    await _start_worker(nats_server.url, namespace, log, tail, settings=settings)
+                )
+            doomed, survivor = workers
+
+            async def split() -> dict[int, str] | None:
+                by_pid = {m.pid: m.worker_id for m in await owners.members()}
+                held = {}
+                for p in range(rt.backend.partitions):
+                    lease = await owners.get_lease("default", p)
+                    held[p] = lease.owner if lease is not None else ""
+                ids = {by_pid.get(doomed.pid), by_pid.get(survivor.pid)}
+                return held if set(held.values()) == ids and None not in ids else None
+
+            await wait_until(split, timeout=checks.STALL_SECONDS)
+            held = await split()
+            assert held is not None
+            doomed_id = {m.pid: m.worker_id for m in await owners.members()}[doomed.pid]
+            theirs = {p for p, owner in held.items() if owner == doomed_id}
+            labels = [
+                label
+                for label in (f"sk{i}" for i in range(200))
+                if partition_of(label, rt.backend.partitions) in theirs
+            ][:3]
+            handles = []
+            for label in labels:
+                handle = await rt.client.start(kw.kill_chain, label, units, workflow_id=label)
+                await handle.signal("go", 0)
+                handles.append(handle)
+            await wait_until(_steps_since(tail, 0), timeout=checks.STALL_SECONDS)
+            assert doomed.kill()
+            results = [
+                await handle.result(timeout=2 * 3 + checks.STALL_SECONDS) for handle in handles
+            ]
+        finally:
+            for worker in workers:
+                worker.kill()
+    for label, result in zip(labels, results, strict=True):
+        assert kw.expected_keys(label, units) == [t.split("#")[0] for t in result["tokens"]]

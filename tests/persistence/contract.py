@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 from riverrun.persistence import (
@@ -35,8 +36,11 @@ from riverrun.persistence import (
     EventLog,
     Inbox,
     InboxMessage,
+    IncompatibleStoreConfig,
+    Member,
     NewEvent,
     NotFoundInStore,
+    OwnershipStore,
     PayloadStore,
     RunKey,
     RunStatus,
@@ -418,56 +422,94 @@ class RunStoreContract:
         await run_store.delete_head(wf)
         assert None is await run_store.get_head(wf)
 
-    async def test_lease_is_refused_to_a_second_owner(self, run_store: RunStore) -> None:
-        wf = new_id("wf")
 
-        mine = await run_store.acquire_lease(wf, "worker-a", timedelta(seconds=30))
-        theirs = await run_store.acquire_lease(wf, "worker-b", timedelta(seconds=30))
+# -- ownership ---------------------------------------------------------------------------------
 
-        assert mine is not None
-        assert (wf, "worker-a") == (mine.workflow_id, mine.owner)
+
+class OwnershipStoreContract:
+    """Fixture to provide: ``owners`` (an ``OwnershipStore``, in a fresh namespace)."""
+
+    @pytest.fixture
+    async def owners(self) -> AsyncIterator[OwnershipStore]:
+        raise NotImplementedError(_MISSING.format("owners"))
+        yield  # pragma: no cover
+
+    async def test_the_partition_count_is_stored_once(self, owners: OwnershipStore) -> None:
+        stored = await owners.partitions(None)
+        assert stored == await owners.partitions(stored)
+        assert stored == await owners.partitions(None)
+        with pytest.raises(IncompatibleStoreConfig, match=f"has {stored} partitions"):
+            await owners.partitions(stored + 1)
+
+    async def test_lease_is_refused_to_a_second_owner(self, owners: OwnershipStore) -> None:
+        mine = await owners.acquire("q", 3, "worker-a", timedelta(seconds=30))
+        theirs = await owners.acquire("q", 3, "worker-b", timedelta(seconds=30))
+        other = await owners.acquire("q", 4, "worker-b", timedelta(seconds=30))
+
+        assert mine is not None and other is not None
+        assert ("q", 3, "worker-a") == (mine.queue, mine.partition, mine.owner)
         assert mine.expires_at > datetime.now(UTC)
         assert None is theirs
+        assert mine == await owners.get_lease("q", 3)
 
-    async def test_lease_renewal_by_its_owner(self, run_store: RunStore) -> None:
-        wf = new_id("wf")
-        first = await run_store.acquire_lease(wf, "worker-a", timedelta(seconds=30))
-        renewed = await run_store.acquire_lease(wf, "worker-a", timedelta(seconds=60))
-
+    async def test_renewal_is_a_compare_and_set_on_the_revision(
+        self, owners: OwnershipStore
+    ) -> None:
+        first = await owners.acquire("q", 0, "worker-a", timedelta(seconds=30))
         assert first is not None
+        renewed = await owners.renew(first, timedelta(seconds=60))
         assert renewed is not None
         assert renewed.expires_at > first.expires_at
-        assert "worker-a" == renewed.owner
+        assert renewed.revision != first.revision
+        # a stale copy (an older revision) is refused: the fencing token moved on
+        assert None is await owners.renew(first, timedelta(seconds=60))
 
-    async def test_released_lease_can_be_taken(self, run_store: RunStore) -> None:
-        wf = new_id("wf")
-        mine = await run_store.acquire_lease(wf, "worker-a", timedelta(seconds=30))
+    async def test_released_lease_can_be_taken(self, owners: OwnershipStore) -> None:
+        mine = await owners.acquire("q", 1, "worker-a", timedelta(seconds=30))
         assert mine is not None
-
-        await run_store.release_lease(mine)
-        theirs = await run_store.acquire_lease(wf, "worker-b", timedelta(seconds=30))
-
+        await owners.release(mine)
+        theirs = await owners.acquire("q", 1, "worker-b", timedelta(seconds=30))
         assert theirs is not None
         assert "worker-b" == theirs.owner
+        # the old owner's late release must not drop the new owner's lease
+        await owners.release(mine)
+        assert None is await owners.acquire("q", 1, "worker-a", timedelta(seconds=30))
 
-    async def test_expired_lease_can_be_taken_over(self, run_store: RunStore) -> None:
-        wf = new_id("wf")
-        mine = await run_store.acquire_lease(wf, "worker-a", timedelta(seconds=0.3))
+    async def test_expired_lease_can_be_taken_over(self, owners: OwnershipStore) -> None:
+        mine = await owners.acquire("q", 2, "worker-a", timedelta(seconds=0.3))
         assert mine is not None
-
         theirs = None
         with anyio.fail_after(WAIT):
             while theirs is None:  # refused until the lease expires, then granted
-                theirs = await run_store.acquire_lease(wf, "worker-b", timedelta(seconds=30))
+                theirs = await owners.acquire("q", 2, "worker-b", timedelta(seconds=30))
                 if theirs is None:
                     await anyio.sleep(0.05)
-
-        assert theirs.expires_at >= mine.expires_at
         assert "worker-b" == theirs.owner
         assert theirs.revision != mine.revision
-        # the old owner's late release must not drop the new owner's lease
-        await run_store.release_lease(mine)
-        assert None is await run_store.acquire_lease(wf, "worker-a", timedelta(seconds=30))
+        assert None is await owners.renew(mine, timedelta(seconds=30))
+
+    async def test_members_heartbeat_and_leave(self, owners: OwnershipStore) -> None:
+        until = datetime.now(UTC) + timedelta(seconds=30)
+        a = Member(worker_id="a", host="h", pid=1, queues=("q",), workflows=("w",), expires_at=until)
+        b = Member(worker_id="b/2", host="h", queues=("q", "r"), expires_at=until)
+        await owners.heartbeat(a)
+        await owners.heartbeat(b)
+        later = attrs.evolve(a, expires_at=until + timedelta(seconds=1))
+        await owners.heartbeat(later)
+        assert {"a": later, "b/2": b} == {m.worker_id: m for m in await owners.members()}
+        await owners.leave("b/2")
+        assert [later] == await owners.members()
+
+    async def test_the_index_lists_one_partition(self, owners: OwnershipStore) -> None:
+        await owners.index_add("q", 5, "wf/1", "run-1")
+        await owners.index_add("q", 5, "wf.2", "run-2")
+        await owners.index_add("q", 6, "wf-3", "run-3")
+        await owners.index_add("r", 5, "wf-4", "run-4")
+        assert {("wf/1", "run-1"), ("wf.2", "run-2")} == set(await owners.index_list("q", 5))
+        await owners.index_remove("q", 5, "wf/1", "run-1")
+        await owners.index_remove("q", 5, "wf/1", "run-1")  # idempotent
+        assert [("wf.2", "run-2")] == await owners.index_list("q", 5)
+        assert [] == await owners.index_list("q", 7)
 
 
 # -- inbox -------------------------------------------------------------------------------------

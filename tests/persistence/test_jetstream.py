@@ -10,6 +10,7 @@ from riverrun.persistence import (
     EmbeddedNatsServer,
     EventLog,
     Inbox,
+    OwnershipStore,
     PayloadStore,
     RunStore,
     SnapshotStore,
@@ -20,6 +21,7 @@ from riverrun.persistence._codec import Codec
 from .contract import (
     EventLogContract,
     InboxContract,
+    OwnershipStoreContract,
     PayloadStoreContract,
     RunStoreContract,
     SnapshotStoreContract,
@@ -44,6 +46,15 @@ class TestJetStreamRunStore(RunStoreContract):
     ) -> AsyncIterator[RunStore]:
         async with open_jetstream_backend(nats_server.url, namespace=namespace) as backend:
             yield backend.runs
+
+
+class TestJetStreamOwnershipStore(OwnershipStoreContract):
+    @pytest.fixture
+    async def owners(
+        self, nats_server: EmbeddedNatsServer, namespace: str
+    ) -> AsyncIterator[OwnershipStore]:
+        async with open_jetstream_backend(nats_server.url, namespace=namespace) as backend:
+            yield backend.owners
 
 
 class TestJetStreamInbox(InboxContract):

@@ -16,6 +16,7 @@ from riverrun.persistence import (
     EventLog,
     Inbox,
     NewEvent,
+    OwnershipStore,
     PayloadStore,
     RunKey,
     RunStore,
@@ -29,11 +30,13 @@ from riverrun.persistence._memory import (
 )
 from riverrun.persistence._memory_inbox import MemoryInbox
 from riverrun.persistence._memory_log import MemoryEventLog
+from riverrun.persistence._memory_owners import MemoryOwnershipStore
 from riverrun.persistence._memory_runs import MemoryRunStore
 
 from .contract import (
     EventLogContract,
     InboxContract,
+    OwnershipStoreContract,
     PayloadStoreContract,
     RunStoreContract,
     SnapshotStoreContract,
@@ -52,6 +55,12 @@ class TestMemoryRunStore(RunStoreContract):
     @pytest.fixture
     async def run_store(self) -> AsyncIterator[RunStore]:
         yield MemoryRunStore(codec=Codec())
+
+
+class TestMemoryOwnershipStore(OwnershipStoreContract):
+    @pytest.fixture
+    async def owners(self) -> AsyncIterator[OwnershipStore]:
+        yield MemoryOwnershipStore()
 
 
 class TestMemoryInbox(InboxContract):
@@ -202,14 +211,15 @@ async def test_cancelled_schedule_never_fires(backend: Backend, clock: VirtualCl
 
 
 async def test_leases_expire_by_the_injected_clock(backend: Backend, clock: VirtualClock) -> None:
-    mine = await backend.runs.acquire_lease("wf", "a", timedelta(seconds=30))
+    owners = backend.owners
+    mine = await owners.acquire("default", 0, "a", timedelta(seconds=30))
     assert mine is not None
     assert T0 + timedelta(seconds=30) == mine.expires_at
 
     clock.advance(timedelta(seconds=29))
-    assert None is await backend.runs.acquire_lease("wf", "b", timedelta(seconds=30))
+    assert None is await owners.acquire("default", 0, "b", timedelta(seconds=30))
     clock.advance(timedelta(seconds=1))
-    theirs = await backend.runs.acquire_lease("wf", "b", timedelta(seconds=30))
+    theirs = await owners.acquire("default", 0, "b", timedelta(seconds=30))
 
     assert theirs is not None
     assert ("b", T0 + timedelta(seconds=60)) == (theirs.owner, theirs.expires_at)

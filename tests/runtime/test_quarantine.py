@@ -12,7 +12,15 @@ import nats
 import pytest
 
 from riverrun import EventType, Runtime, continue_as_new, wait_for_signal, workflow
-from riverrun.persistence import EmbeddedNatsServer, OperatorNote, RunKey, read_notes
+from riverrun.persistence import (
+    DEFAULT_PARTITIONS,
+    EmbeddedNatsServer,
+    OperatorNote,
+    RunKey,
+    partition_of,
+    read_notes,
+)
+from riverrun.persistence._jetstream_names import Names
 from riverrun.testing import wait_until
 
 from .conftest import RuntimeFactory
@@ -46,6 +54,12 @@ async def raw_nats(server: EmbeddedNatsServer) -> AsyncIterator[Any]:
     finally:
         await nc.close()
 
+
+
+def inbox_subject(namespace: str, workflow_id: str) -> str:
+    return Names(namespace).inbox_subject(
+        workflow_id, "default", partition_of(workflow_id, DEFAULT_PARTITIONS)
+    )
 
 async def publish(js: Any, subject: str, body: bytes, headers: Mapping[str, str] | None) -> None:
     await js.publish(subject, body, headers=dict(headers) if headers else None)
@@ -82,17 +96,20 @@ async def test_garbage_on_the_inbox_subjects_does_not_end_the_worker(
         Runtime.connect(nats_server.url, namespace=namespace, workflows=[waits_for_go]) as rt,
         raw_nats(nats_server) as js,
     ):
-        prefix = f"rr.{namespace}.in"
+        prefix = f"rr.{namespace}.in.default"
+        home = partition_of("someone", DEFAULT_PARTITIONS)
+        someone = f"{prefix}.{home}.someone"
         bad = [
-            (f"{prefix}.=ZZ", b"\x81\xa4name\xa2go", {"Rr-Kind": "signal"}),  # bad escape
-            (f"{prefix}.=41", b"\x80", {"Rr-Kind": "signal"}),  # not riverrun's escape of "A"
-            (f"{prefix}.a.b", b"\x80", {"Rr-Kind": "signal"}),  # too many tokens
-            (f"{prefix}.someone", b"raw bytes, no headers", None),
-            (f"{prefix}.someone", msgpack.packb({"name": "go"})[:-2], {"Rr-Kind": "signal"}),
+            (f"{prefix}.0.=ZZ", b"\x81\xa4name\xa2go", {"Rr-Kind": "signal"}),  # bad escape
+            (f"{prefix}.0.=41", b"\x80", {"Rr-Kind": "signal"}),  # not riverrun's escape of "A"
+            # (a partition the id does not belong to)
+            (f"{prefix}.{(home + 1) % DEFAULT_PARTITIONS}.someone", b"\x80", {"Rr-Kind": "signal"}),
+            (someone, b"raw bytes, no headers", None),
+            (someone, msgpack.packb({"name": "go"})[:-2], {"Rr-Kind": "signal"}),
             # stored messages that look like a server's heartbeat and flow control to nats-py
-            (f"{prefix}.someone", b"", {"Status": "100", "Description": "Idle Heartbeat"}),
-            (f"{prefix}.someone", b"", {"Status": "100", "Description": "FlowControl Request"}),
-            (f"{prefix}.someone", b"", {"Status": "404"}),
+            (someone, b"", {"Status": "100", "Description": "Idle Heartbeat"}),
+            (someone, b"", {"Status": "100", "Description": "FlowControl Request"}),
+            (someone, b"", {"Status": "404"}),
         ]
         for subject, body, headers in bad:
             await publish(js, subject, body, headers)
@@ -109,7 +126,7 @@ async def test_garbage_on_the_inbox_subjects_does_not_end_the_worker(
     lines = [r for r in caplog.records if r.name == "riverrun.quarantine"]
     assert len(bad) == len(lines)
     assert all(r.levelno == logging.ERROR for r in lines)
-    assert f"{prefix}.=ZZ" in lines[0].getMessage()
+    assert f"{prefix}.0.=ZZ" in lines[0].getMessage()
 
 
 async def test_a_signal_without_a_name_is_quarantined_and_the_next_one_delivered(
@@ -152,7 +169,7 @@ async def test_garbage_left_in_a_workflow_inbox_across_a_restart(
     ) as client_rt:
         handle = await client_rt.client.start(two_signals, workflow_id="left-over")
         async with raw_nats(nats_server) as js:
-            subject = f"rr.{namespace}.in.left-over"
+            subject = inbox_subject(namespace, "left-over")
             await publish(js, subject, b"\xc1 never valid msgpack", {"Rr-Kind": "signal"})
             await publish(js, subject, b"no headers at all", None)
             await publish(js, subject, msgpack.packb([1, 2]), {"Rr-Kind": "signal"})
@@ -227,18 +244,30 @@ async def test_a_start_of_a_type_no_worker_registers_is_said_once_and_noted(
         await wait_until(tried_again, timeout=20)
         assert "running" == (await handle.describe()).status  # not failed: others may run it
         assert [note] == await notes_of(rt, "typo", "unregistered_type")
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name == "riverrun.worker"
+    ]
     said = [m for m in warnings if "typo" in m and "wait_for_go" in m]
     assert 1 == len(said), warnings
     assert handle.first_run_id in said[0] and "two_signals, waits_for_go" in said[0]
+    # the client that started it said so too, at once
+    [told] = [r.getMessage() for r in caplog.records if r.name == "riverrun.client"]
+    assert "typo" in told and "registers workflow 'wait_for_go'" in told
 
 
-async def test_a_worker_that_registers_the_type_still_runs_it(
-    nats_server: EmbeddedNatsServer, namespace: str
+async def test_a_start_on_a_queue_no_worker_serves_is_said_and_runs_once_one_starts(
+    nats_server: EmbeddedNatsServer, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with Runtime.connect(nats_server.url, namespace=namespace, workflows=[two_signals]) as a:
+    caplog.set_level(logging.WARNING, logger="riverrun.client")
+    async with Runtime.connect(
+        nats_server.url, namespace=namespace, workflows=[two_signals], queues=["other"]
+    ) as a:
         handle = await a.client.start("waits_for_go", workflow_id="elsewhere")
-        await notes_of(a, "elsewhere", "unregistered_type")
+        [told] = [r.getMessage() for r in caplog.records if r.name == "riverrun.client"]
+        assert "elsewhere" in told and "no live worker serves queue 'default'" in told
+        # a worker of the queue starts later: claiming its partitions resumes the chain
         async with Runtime.connect(
             nats_server.url, namespace=namespace, workflows=[waits_for_go]
         ) as b:
@@ -262,7 +291,7 @@ async def test_garbage_sent_to_a_hosted_workflow_is_reported_with_its_run(
 
         await wait_until(got_a, timeout=20)
         async with raw_nats(nats_server) as js:
-            await publish(js, f"rr.{namespace}.in.hosted", b"garbage", {"Rr-Kind": "signal"})
+            await publish(js, inbox_subject(namespace, "hosted"), b"garbage", {"Rr-Kind": "signal"})
         await quarantined(rt, 1)
         await handle.signal("b", 2)
         assert [1, 2] == await handle.result(timeout=20)
@@ -277,18 +306,19 @@ async def test_a_foreign_write_to_the_run_records_does_not_stop_recovery(
     async with Runtime.connect(nats_server.url, namespace=namespace, worker=False) as client_rt:
         handle = await client_rt.client.start("waits_for_go", workflow_id="recovered")
     bucket = f"RIVERRUN_{namespace.upper().replace('-', '_')}_RUNS"
+    index = f"RIVERRUN_{namespace.upper().replace('-', '_')}_INDEX"
+    home = partition_of("recovered", DEFAULT_PARTITIONS)
     async with raw_nats(nats_server) as js:
         await publish(js, f"$KV.{bucket}.garbage", b"not a record", None)
         await publish(js, f"$KV.{bucket}.other", msgpack.packb({"a": 1}), None)
-    # a worker starting resumes every running workflow: the garbage must not stop it
+        # keys of the partition's index that are not riverrun's
+        await publish(js, f"$KV.{index}.default.{home}.=ZZ.x", b"", None)
+        await publish(js, f"$KV.{index}.default.{home}.a.b.c", b"", None)
+    # a worker claiming the partition resumes its running workflows: garbage must not stop it
     async with Runtime.connect(nats_server.url, namespace=namespace, workflows=[waits_for_go]) as rt:
         await rt.client.get_handle("recovered").signal("go", "back")
         assert "back" == await rt.client.get_handle("recovered").result(timeout=20)
         assert rt.worker is not None
-        assert 2 == rt.worker.statistics().quarantined
-        assert {f"$KV.{bucket}.garbage", f"$KV.{bucket}.other"} == {
-            r.subject for r in rt.worker.quarantine
-        }
     assert handle.first_run_id
 
 

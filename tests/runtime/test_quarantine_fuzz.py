@@ -17,7 +17,7 @@ import nats
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from riverrun import EventType, Runtime, step, wait_for_signal, workflow
-from riverrun.persistence import Codec, EmbeddedNatsServer
+from riverrun.persistence import Codec, EmbeddedNatsServer, partition_of
 from riverrun.persistence._jetstream_names import Names
 from riverrun.testing import wait_until
 from riverrun.testing._nats import unique_namespace
@@ -108,8 +108,16 @@ async def scenario(server: EmbeddedNatsServer, batch: list[Any]) -> None:
             return any(e.type == EventType.STEP_COMPLETED for e in await handle.events())
 
         await wait_until(first_step, timeout=20)
+
+        async def owns_every_partition() -> bool:
+            # a partition's consumer reads what arrives after its claim: garbage sent to a
+            # partition nobody owns yet is read by nobody, so there is nothing to quarantine
+            owned = worker.partitions().get("default", [])
+            return len(owned) == rt.backend.partitions
+
+        await wait_until(owns_every_partition, timeout=20)
         before = await handle.events()
-        own = names.inbox_subject("healthy")
+        own = names.inbox_subject("healthy", "default", partition_of("healthy", rt.backend.partitions))
         run_subject = names.events_subject("healthy", handle.first_run_id)
         must: set[tuple[str, int]] = set()  # what must end in the quarantine
         may: set[tuple[str, int]] = set()  # what may (well-formed, for a workflow to judge)
@@ -118,7 +126,7 @@ async def scenario(server: EmbeddedNatsServer, batch: list[Any]) -> None:
             js = nc.jetstream()
             for where, token, body, headers in batch:
                 subject = {"own": own, "event": run_subject}.get(
-                    where, f"{names.inbox_filter[:-1]}{token}"
+                    where, f"{names.inbox_filter[:-1]}default.0.{token}"
                 )
                 ack = await js.publish(subject, body, headers=headers)
                 sent = (subject, ack.seq)
@@ -130,10 +138,12 @@ async def scenario(server: EmbeddedNatsServer, batch: list[Any]) -> None:
                     kind = (headers or {}).get("Rr-Kind")
                     start = well_formed(body, headers) and kind == "start"
                     (may if start else must).add(sent)
+                elif "." in token:
+                    pass  # outside every partition's subjects: no worker reads it
                 else:
                     try:
-                        names.workflow_of_inbox_subject(subject)
-                        canonical = True
+                        _, partition, workflow_id = names.parse_inbox_subject(subject)
+                        canonical = partition == partition_of(workflow_id, rt.backend.partitions)
                     except ValueError:
                         canonical = False
                     (may if canonical and well_formed(body, headers) else must).add(sent)

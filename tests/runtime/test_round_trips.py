@@ -2,9 +2,9 @@
 
 Memory: every call of the backend's protocols (event log, run store, inbox) is one round
 trip. JetStream: every request and publish on the backend's NATS connection is one.
-Lease operations are counted apart and left out of the budget: per-workflow leases leave the
-per-workflow path (ownership moves to per-partition leases, renewed per partition, not per
-workflow).
+Lease operations are counted apart and left out of the budget: ownership is by per-partition
+leases and worker membership (renewed per partition and per worker, not per workflow). The
+per-partition index of running chains is per workflow, and counted.
 
 The budget is on the critical path: round trips the caller waits for one after another.
 Round trips in flight at the same time (two writes done concurrently) cost one wait, so the
@@ -131,11 +131,13 @@ _MEMORY_OPS = {
         "get_head",
         "put_head",
         "delete_head",
-        "acquire_lease",
-        "release_lease",
     ),
     "inbox": ("send", "read", "last_sequence", "schedule", "cancel_schedule", "purge"),
+    # the per-partition index of running chains: per workflow, counted
+    "owners": ("index_add", "index_remove", "index_list"),
 }
+#: partition leases and membership: per partition and per worker, counted apart
+_MEMORY_LEASE_OPS = ("acquire", "renew", "release", "get_lease", "heartbeat", "leave", "members")
 
 
 def count_memory(rt: Runtime, counter: RoundTrips) -> None:
@@ -143,6 +145,8 @@ def count_memory(rt: Runtime, counter: RoundTrips) -> None:
         owner = getattr(rt.backend, store)
         for op in ops:
             _wrap_method(counter, owner, op, f"{store}.{op}")
+    for op in _MEMORY_LEASE_OPS:
+        _wrap_method(counter, rt.backend.owners, op, f"owners.{op} (lease)")
 
 
 def count_nats(rt: Runtime, counter: RoundTrips) -> None:

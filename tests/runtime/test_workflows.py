@@ -330,25 +330,35 @@ async def test_two_workers_in_one_namespace_run_each_step_once(
 async def test_a_handle_learns_the_result_of_a_chain_another_worker_hosted(
     nats_server: Any, namespace: str
 ) -> None:
-    """The starting process's worker loses the lease race; its handle gets the result well
+    """The chain's partition is b's: the starting process's handle gets the result well
     before a lease period (30 s) passes: told the chain is hosted elsewhere, it polls."""
     from datetime import timedelta
 
     from riverrun import Runtime
+    from riverrun.persistence import partition_of
+    from riverrun.testing import wait_until
 
+    fast = {"namespace": namespace, "lease_ttl": timedelta(seconds=3)}
     async with (
-        Runtime.connect(nats_server.url, workflows=[ten_steps], namespace=namespace) as a,
-        Runtime.connect(nats_server.url, workflows=[ten_steps], namespace=namespace) as b,
+        Runtime.connect(nats_server.url, workflows=[ten_steps], **fast) as a,
+        Runtime.connect(nats_server.url, workflows=[ten_steps], **fast) as b,
     ):
-        assert b._services is not None
-        # b's worker owns the workflow before it exists, so a's worker finds the lease held
-        lease = await b.backend.runs.acquire_lease(
-            "hosted-by-b", b._services.worker_id, timedelta(seconds=30)
-        )
-        assert lease is not None
-        handle = await a.client.start(ten_steps, 3, workflow_id="hosted-by-b")
-        assert 3 == await handle.result(timeout=20)
         assert a.worker is not None and b.worker is not None
+        b_worker = b.worker
+
+        async def b_owns_some() -> bool:
+            return bool(b_worker.partitions()["default"])
+
+        # a claimed every partition first; it hands b its share within a round or two
+        await wait_until(b_owns_some, timeout=20)
+        owned = b_worker.partitions()["default"]
+        workflow_id = next(
+            f"hosted-by-b-{i}" for i in range(10_000)
+            if partition_of(f"hosted-by-b-{i}", b.backend.partitions) in owned
+        )
+        handle = await a.client.start(ten_steps, 3, workflow_id=workflow_id)
+        assert 3 == await handle.result(timeout=20)
+        assert 0 == a.worker.statistics().started
         assert 1 == b.worker.statistics().started
 
 
