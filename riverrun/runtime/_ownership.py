@@ -52,10 +52,12 @@ class PartitionOwner:
         return f"<PartitionOwner queues={self.queues} owned={len(self.leases)}>"
 
     def owned(self) -> dict[str, list[int]]:
-        """The partitions this worker owns now, by queue."""
+        """The partitions this worker owns now, by queue: their lease is held and their inbox
+        consumer is open (a claim in progress is not counted yet)."""
         out: dict[str, list[int]] = {q: [] for q in self.queues}
         for queue, partition in sorted(self.leases):
-            out.setdefault(queue, []).append(partition)
+            if self.worker.listening(queue, partition):
+                out.setdefault(queue, []).append(partition)
         return out
 
     def wake(self) -> None:

@@ -167,6 +167,8 @@ class Worker:
         self._queues: dict[str, str] = {}
         #: the partitions owned, each with the scope of its inbox consumer
         self._watches: dict[tuple[str, int], anyio.CancelScope] = {}
+        # partitions whose inbox consumer is open (it hears what is sent from then on)
+        self._listening: set[tuple[str, int]] = set()
         self._tg: anyio.abc.TaskGroup | None = None
         queues = services.options.queues or tuple(services.registry.queues()) or ("default",)
         services.served_queues = frozenset(queues)
@@ -351,6 +353,10 @@ class Worker:
     def owns(self, queue: str, partition: int) -> bool:
         return (queue, partition) in self._watches
 
+    def listening(self, queue: str, partition: int) -> bool:
+        """Whether the partition's inbox consumer is open: it hears what is sent from now."""
+        return (queue, partition) in self._listening
+
     async def claim_partition(self, queue: str, partition: int) -> None:
         """Open the partition's inbox consumer, then resume every chain in its index."""
         assert self._tg is not None
@@ -362,6 +368,7 @@ class Worker:
         except BaseException:
             self._watches.pop((queue, partition), None)
             raise
+        self._listening.add((queue, partition))
         owners = self.services.backend.owners
         for workflow_id, _ in await owners.index_list(queue, partition):
             await self.deliver(workflow_id, None, queue=queue)
@@ -374,17 +381,22 @@ class Worker:
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        with scope:
-            async with self.services.backend.inbox.watch(
-                queue=queue, partition=partition
-            ) as messages:
-                task_status.started()
-                await self._route(messages)
+        try:
+            with scope:
+                async with self.services.backend.inbox.watch(
+                    queue=queue, partition=partition
+                ) as messages:
+                    task_status.started()
+                    await self._route(messages)
+        finally:
+            if self._watches.get((queue, partition)) in (scope, None):
+                self._listening.discard((queue, partition))  # (not a newer claim's)
 
     async def release_partition(self, queue: str, partition: int) -> None:
         """Stop the partition's consumer and its workflows here (their queued projections
         finish first), so that another worker can take it over."""
         scope = self._watches.pop((queue, partition), None)
+        self._listening.discard((queue, partition))
         if scope is not None:
             scope.cancel()
         partition_of = self.services.partition_of
