@@ -328,8 +328,8 @@ async def test_a_signal_read_as_a_step_result_ends_the_run_goes_to_the_next_run(
         inbox, events = rt.backend.inbox, rt.backend.events
         read, append = inbox.read, events.append
 
-        async def slow_read(workflow_id: str, *, after: int = 0) -> Any:
-            messages = await read(workflow_id, after=after)
+        async def slow_read(workflow_id: str, **kwargs: Any) -> Any:
+            messages = await read(workflow_id, **kwargs)
             if messages and not release.is_set():
                 release.set()  # the step ends now, while this read is in hand
                 await anyio.sleep(0.1)  # its task is writing the result (slowly) by now
