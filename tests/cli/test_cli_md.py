@@ -57,11 +57,15 @@ _TIME = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:\d
 _DURATION = re.compile(r"\b\d+(\.\d+)?(ms|s)\b|\b\d+m \d{2}s\b")
 
 
+_HOST_PID = re.compile(r" on \S+ \(pid \d+\)")
+
+
 def normalise(line: str) -> str:
     """A line with what differs from run to run (ids, times, durations, spacing) masked."""
     line = _HEX_ID.sub("<id>", line)
     line = _TIME.sub("<time>", line)
     line = _DURATION.sub("<duration>", line)
+    line = _HOST_PID.sub(" on <host> (pid <pid>)", line)
     return " ".join(line.split())
 
 
