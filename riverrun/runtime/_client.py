@@ -140,7 +140,9 @@ class Client:
         runs = await self._services.backend.runs.list_runs(workflow_id=workflow_id, status=status)
         if workflow_name is not None:
             runs = [r for r in runs if r.workflow_name == workflow_name]
-        return [await self._public(r) for r in runs]
+        public = [await self._public(r) for r in runs]
+        # (a run this process has just ended reads as ended, as its handle's result says)
+        return [r for r in public if status is None or r.status == status]
 
     async def get_workflow_chain(self, run_id: str) -> list[WorkflowRun]:
         """Every run of the chain ``run_id`` belongs to, first to last; ``[]`` if unknown."""
@@ -384,6 +386,7 @@ class Client:
         return run
 
     async def _public(self, run: WorkflowRun) -> WorkflowRun:
+        run = self._services.newest(run)
         result = await self._services.payloads.unpack(run.result)
         return run if result is run.result else attrs.evolve(run, result=result)
 

@@ -996,8 +996,12 @@ class WorkflowInstance:
             # result now, and the record follows as a projection (a crash before it is
             # written leaves the record `running`; the next worker resumes the run, replays
             # to its terminal event and writes it).
+            services.run_ahead(ahead)
             services.notify_done(self.workflow_id, ahead)
-        final = await services.update_run(run_id, **changes)
+        try:
+            final = await services.update_run(run_id, **changes)
+        finally:
+            services.run_written(run_id)
         if cursor:
             await services.backend.inbox.purge(self.workflow_id, up_to=cursor, queue=self.queue)
         services.forget(self.workflow_id)

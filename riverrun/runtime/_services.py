@@ -71,6 +71,9 @@ class Services:
     #: records and heads this process wrote last, with their revisions: an update can
     #: compare-and-set without reading first (a conflict falls back to reading)
     _known_runs: dict[str, Versioned[WorkflowRun]] = attrs.field(factory=dict)
+    # final records a waiting handle was given before they were written (the projection
+    # follows): what this process reads of those runs meanwhile
+    _ahead: dict[str, WorkflowRun] = attrs.field(factory=dict)
     _known_heads: dict[str, Versioned[ChainHead]] = attrs.field(factory=dict)
     #: set by the worker while it runs: host a chain (workflow id, queue) just started in
     #: this process, whose first event it takes from ``take_fresh`` (False: it cannot, e.g.
@@ -424,6 +427,21 @@ class Services:
         record last (else ``None``: unknown without a read)."""
         current = self._known_runs.get(run_id)
         return None if current is None else attrs.evolve(current.value, **changes)
+
+    def run_ahead(self, run: WorkflowRun) -> None:
+        """``run``'s final record is decided (its terminal event is on the log) and about to
+        be written: until ``run_written``, reads of it in this process see it already."""
+        _bounded_put(self._ahead, run.run_id, run)
+
+    def run_written(self, run_id: str) -> None:
+        self._ahead.pop(run_id, None)
+
+    def newest(self, run: WorkflowRun) -> WorkflowRun:
+        """``run`` as read from the store, or its final record if this process has decided it
+        and not written it yet (a handle's ``result()`` returned: ``describe()`` agrees)."""
+        if run.status.is_terminal:
+            return run
+        return self._ahead.get(run.run_id, run)
 
     async def move_head(self, workflow_id: str, run_id: str) -> None:
         runs = self.backend.runs

@@ -390,3 +390,39 @@ async def test_a_handle_on_an_ended_chain_ignores_a_newer_chain_of_the_same_id(
         assert ["x"] == await first.result(timeout=10)
         await second.signal("item", "y")
         assert ["y"] == await second.result(timeout=30)
+
+
+async def test_describe_right_after_result_shows_the_end(
+    make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handle's result() returns once the terminal event is on the log; the run record
+    follows as a projection. What this process reads of the run meanwhile (describe, get_run,
+    the chain, list_runs) says it ended, as result() did."""
+    async with make_runtime(workflows=[wf.stepper]) as rt:
+        runs = rt.backend.runs
+        put_run = runs.put_run
+        written = anyio.Event()
+
+        async def slow_put_run(run: Any, **kwargs: Any) -> Any:
+            if run.status.is_terminal:
+                await anyio.sleep(1.0)  # the record is written well after the result is known
+                try:
+                    return await put_run(run, **kwargs)
+                finally:
+                    written.set()
+            return await put_run(run, **kwargs)
+
+        monkeypatch.setattr(runs, "put_run", slow_put_run)
+        handle = await rt.client.start(wf.stepper, 3, 10)
+        assert 3 == await handle.result(timeout=30)
+        assert not written.is_set()  # (else this test shows nothing)
+        described = await handle.describe()
+        assert (RunStatus.COMPLETED, 3) == (described.status, described.result)
+        assert RunStatus.COMPLETED == (await rt.client.get_run(described.run_id)).status
+        chain = await rt.client.get_workflow_chain(handle.first_run_id)
+        assert [RunStatus.COMPLETED] == [r.status for r in chain]
+        assert [] == await rt.client.list_runs(workflow_id=handle.workflow_id, status="running")
+        with anyio.fail_after(10):
+            await written.wait()
+        stored = await runs.get_run(described.run_id)
+        assert stored is not None and RunStatus.COMPLETED == stored.value.status
