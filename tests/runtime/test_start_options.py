@@ -14,6 +14,7 @@ import pytest
 from riverrun import (
     Runtime,
     continue_as_new,
+    continue_as_new_versioned,
     execute_child,
     start_child,
     workflow,
@@ -58,6 +59,13 @@ async def bad_child_queue() -> str:
 @workflow()
 async def echo(queue: str, /, **rest: Any) -> list[Any]:
     return [queue, sorted(rest)]
+
+
+@workflow()
+async def tagged(n: int, version: str = "") -> str:
+    if n > 0:
+        continue_as_new_versioned("1", n - 1, version=f"tag-{n}")
+    return version
 
 
 @pytest.fixture
@@ -185,3 +193,9 @@ def test_the_refusal_says_what_to_do() -> None:
         "workflow_id, queue, parent_close_policy): rename it, or make it positional-only (put "
         "'/' after it) and pass it positionally"
     )
+
+
+async def test_a_keyword_named_version_goes_to_the_next_run_of_a_versioned_continuation() -> None:
+    async with Runtime.in_memory(workflows=[tagged]) as rt:
+        handle = await rt.client.start(tagged, 1)
+        assert "tag-1" == await handle.result(timeout=10)
