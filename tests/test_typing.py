@@ -45,6 +45,10 @@ async def main(client: Client) -> None:
     with_id = await client.start(total, 3, "x", workflow_id="t-1")
     reveal_type(with_id)
     await client.start(keyed, 2, label="a")
+    on_b = await client.start(total, 3, queue="b")
+    reveal_type(on_b)
+    await client.start(total, 3, "x", workflow_id="t-3", queue="b")
+    await client.start("total", 3, queue="b")
     by_name = await client.start("total", 3, workflow_id="t-2")
     reveal_type(await by_name.result())
     reveal_type(client.get_handle("t-1"))
@@ -65,6 +69,8 @@ async def main(client: Client) -> None:
     await client.start(total, "not-an-int", workflow_id="t-1")  # line 11
     await client.start(total, 1, extra=2)  # line 12
     await client.start(total)  # line 13
+    await client.start(total, "not-an-int", queue="b")  # line 14
+    await client.start(total, 1, queue=2)  # line 15
 """
 
 
@@ -92,6 +98,7 @@ def test_a_correct_user_file_type_checks_and_results_are_typed(tmp_path: Path) -
     assert [
         '"list[int]"',
         '"riverrun.runtime._client.WorkflowHandle[list[int]]"',
+        '"riverrun.runtime._client.WorkflowHandle[list[int]]"',
         '"Any"',
         '"riverrun.runtime._client.WorkflowHandle[Any]"',
         '"def (x: int) -> typing.Coroutine[Any, Any, int]"',
@@ -102,7 +109,7 @@ def test_wrong_arguments_to_start_are_type_errors(tmp_path: Path) -> None:
     code, out = _mypy(tmp_path, BAD_CODE)
     assert 1 == code, out
     lines = {int(line.split(":")[1]) for line in out.splitlines() if ": error:" in line}
-    assert {10, 11, 12, 13} == lines, out
+    assert {10, 11, 12, 13, 14, 15} == lines, out
     assert "Cannot find implementation" not in out
 
 

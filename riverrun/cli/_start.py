@@ -1,4 +1,4 @@
-"""``riverrun start WORKFLOW [ARGS] [--kwargs JSON] [--id ID] [--wait]``."""
+"""``riverrun start WORKFLOW [ARGS] [--kwargs JSON] [--id ID] [--queue QUEUE] [--wait]``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ _NOTES_POLL = 1.0
 @click.argument("args", required=False, metavar="[ARGS_JSON]")
 @click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments, a JSON object.")
 @click.option("--id", "workflow_id", metavar="ID", help="Workflow id (default: generated).")
+@click.option(
+    "--queue",
+    metavar="QUEUE",
+    help="Task queue to serve the chain on (default: 'default', or the queue of the "
+    "workflow's definition when this process registers it).",
+)
 @click.option("--wait", is_flag=True, help="Wait for the chain's final result and print it.")
 @click.option(
     "--timeout",
@@ -44,6 +50,7 @@ def start(
     args: str | None,
     kwargs_json: str | None,
     workflow_id: str | None,
+    queue: str | None,
     wait: bool,
     timeout: float | None,
 ) -> None:
@@ -54,6 +61,20 @@ def start(
     the JSON from a file, '@-' from standard input.
     """
     positional, keywords = parse_call_arguments(args, kwargs_json)
+    for option, flag in (("workflow_id", "--id"), ("queue", "--queue")):
+        if option in keywords:
+            fail(
+                f"keyword argument {option!r} is a start option, not a workflow argument: "
+                f"use {flag}",
+                exit_code=ExitCode.USAGE,
+            )
+    if queue is not None:
+        from riverrun.persistence import check_queue
+
+        try:
+            check_queue(queue)
+        except ValueError as exc:
+            fail(f"--queue: {exc}", exit_code=ExitCode.USAGE)
     if timeout is not None and not wait:
         fail("--timeout only makes sense with --wait", exit_code=ExitCode.USAGE)
 
@@ -62,7 +83,9 @@ def start(
 
         async with open_runtime(settings) as runtime:
             client = runtime.client
-            handle = await client.start(workflow, *positional, workflow_id=workflow_id, **keywords)
+            handle = await client.start(
+                workflow, *positional, workflow_id=workflow_id, queue=queue, **keywords
+            )
             report: dict[str, Any] = {
                 "workflow_id": handle.workflow_id,
                 "run_id": handle.first_run_id,

@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from ..persistence import check_queue
 from ._commands import ParentClosePolicy, StartChild
 from ._context import current_scope, run_command
 from ._definitions import definition_of, is_workflow
@@ -36,6 +37,7 @@ async def start_child(
     *args: Any,
     workflow_id: str | None = None,
     parent_close_policy: ParentClosePolicy = ParentClosePolicy.CANCEL,
+    queue: str | None = None,
     **kwargs: Any,
 ) -> ChildHandle:
     """Start a child workflow chain and return its handle once it is recorded.
@@ -44,14 +46,23 @@ async def start_child(
     ``parent_close_policy=ParentClosePolicy.ABANDON``. A child that continues as new is still
     running; ``await handle.result()`` waits for its chain's final result.
 
+    ``workflow_id``, ``parent_close_policy`` and ``queue`` are this call's own keywords, never
+    the child's. ``queue``: the task queue the child's chain is served on; ``None``: the
+    child's ``@workflow(queue=...)`` (by name: the queue of the definition registered on this
+    worker, else ``default``), never the parent's.
+
     Raises:
-        ValueError: ``workflow_id`` is not a valid workflow id (checked here, at the call).
+        ValueError: ``workflow_id`` is not a valid workflow id, or ``queue`` not a valid
+            queue name (checked here, at the call).
         WorkflowAlreadyRunning: a chain with that ``workflow_id`` is running.
     """
     scope = current_scope("start_child()")
+    if queue is not None:
+        check_queue(queue)
     if is_workflow(wf):
         name = definition_of(wf).name
         hints = definition_of(wf).hints.get()
+        queue = queue or definition_of(wf).queue
     elif isinstance(wf, str) and wf:
         name, hints = wf, None
     else:
@@ -78,6 +89,7 @@ async def start_child(
             workflow_id=child_id,
             parent_close_policy=policy,
             make_id=make_id,
+            queue=queue,
         )
     )
     if hints is not None and hints.typed_result:
@@ -103,10 +115,16 @@ async def execute_child(
     *args: Any,
     workflow_id: str | None = None,
     parent_close_policy: ParentClosePolicy = ParentClosePolicy.CANCEL,
+    queue: str | None = None,
     **kwargs: Any,
 ) -> Any:
-    """Start a child workflow and wait for its final result."""
+    """Start a child workflow and wait for its final result (see ``start_child``)."""
     handle = await start_child(
-        wf, *args, workflow_id=workflow_id, parent_close_policy=parent_close_policy, **kwargs
+        wf,
+        *args,
+        workflow_id=workflow_id,
+        parent_close_policy=parent_close_policy,
+        queue=queue,
+        **kwargs,
     )
     return await handle.result()

@@ -17,7 +17,7 @@ from .._errors import (
     WorkflowNotFound,
     WorkflowNotRunning,
 )
-from ..persistence import RunKey, RunStatus, WorkflowRun
+from ..persistence import RunKey, RunStatus, WorkflowRun, check_queue
 from ._definitions import definition_of, is_workflow
 from ._events import Event, to_event
 from ._hints import CallHints
@@ -46,9 +46,9 @@ class Client:
     def __repr__(self) -> str:
         return f"<Client namespace={self._services.options.namespace!r}>"
 
-    # For type checkers, `start` is three overloads. A ParamSpec cannot take a keyword of
-    # its own (`workflow_id`) next to the workflow's keywords, so: without `workflow_id`
-    # every argument is checked against the workflow's signature; with it, the positional
+    # For type checkers, `start` is four overloads. A ParamSpec cannot take a keyword of its
+    # own (`workflow_id`, `queue`) next to the workflow's keywords, so: without either, every
+    # argument is checked against the workflow's signature; with one (or both), the positional
     # arguments are (a TypeVarTuple), the keyword arguments are not; by name, nothing is.
     # Each returns a handle typed by the workflow's result.
     @overload
@@ -63,12 +63,29 @@ class Client:
         /,
         *args: *Ts,
         workflow_id: str | None,
+        queue: str | None = None,
         **kwargs: Any,
     ) -> WorkflowHandle[T]: ...
 
     @overload
     async def start(
-        self, wf: str, /, *args: Any, workflow_id: str | None = None, **kwargs: Any
+        self,
+        wf: Callable[[*Ts], Awaitable[T]],
+        /,
+        *args: *Ts,
+        queue: str | None,
+        **kwargs: Any,
+    ) -> WorkflowHandle[T]: ...
+
+    @overload
+    async def start(
+        self,
+        wf: str,
+        /,
+        *args: Any,
+        workflow_id: str | None = None,
+        queue: str | None = None,
+        **kwargs: Any,
     ) -> WorkflowHandle[Any]: ...
 
     async def start(  # type: ignore[misc]  # mypy cannot match `*args: *Ts` to `*args: Any`
@@ -77,27 +94,38 @@ class Client:
         /,
         *args: Any,
         workflow_id: str | None = None,
+        queue: str | None = None,
         **kwargs: Any,
     ) -> WorkflowHandle[Any]:
         """Start a workflow chain and return its handle.
+
+        ``workflow_id`` and ``queue`` are ``start``'s own keywords, never the workflow's
+        (``@workflow`` refuses a parameter that could be passed by either name); every other
+        argument goes to the workflow.
 
         Args:
             wf: a ``@workflow`` function, or a registered workflow name.
             workflow_id: stable id for the chain (generated when omitted or ``None``):
                 1-200 characters from letters, digits and ``_ - : . @ = + /``.
+            queue: the task queue the chain is served on, every run of it (continue-as-new
+                keeps it); ``None``: the workflow's ``@workflow(queue=...)`` (for a name, the
+                queue of the definition registered in this process, else ``default``).
 
         Raises:
-            ValueError: ``workflow_id`` is not a valid id (an empty string included).
+            ValueError: ``workflow_id`` is not a valid id (an empty string included), or
+                ``queue`` is not a valid queue name.
             WorkflowAlreadyRunning: a chain with this id is running.
             SerializationError: an argument cannot be serialized (the message names it).
         """
         services = self._services
         version: str | None = None
         hints: CallHints | None = None
-        queue: str | None = None
+        if queue is not None:
+            check_queue(queue)
         if is_workflow(wf):
             definition = definition_of(wf)
-            name, version, queue = definition.name, definition.version, definition.queue
+            name, version = definition.name, definition.version
+            queue = queue or definition.queue
             hints = definition.hints.get()
         elif isinstance(wf, str):
             name = wf

@@ -82,6 +82,9 @@ class StartChild(Command):
     parent_close_policy: ParentClosePolicy
     #: the default child id from the command's position, when ``workflow_id`` is empty
     make_id: Callable[[int], str] | None = None
+    #: the child's task queue (``None``: the queue its type is registered with on the
+    #: worker, else ``default``)
+    queue: str | None = None
 
 
 @attrs.define(eq=False)

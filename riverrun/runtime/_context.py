@@ -169,7 +169,7 @@ def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
     _continue(None, args, kwargs)
 
 
-def continue_as_new_versioned(version: str, *args: Any, **kwargs: Any) -> NoReturn:
+def continue_as_new_versioned(version: str, /, *args: Any, **kwargs: Any) -> NoReturn:
     """Like ``continue_as_new`` but the next run executes registered ``version``."""
     if not isinstance(version, str) or not version:
         raise ValueError(f"version must be a non-empty string, got {version!r}")

@@ -14,6 +14,7 @@ from ..persistence import check_queue
 from ._hints import LazyHints
 
 __all__ = [
+    "RESERVED_START_NAMES",
     "RetryPolicy",
     "StepDefinition",
     "WorkflowDefinition",
@@ -27,6 +28,10 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+#: keywords of ``Client.start``, ``start_child`` and ``execute_child`` themselves: a workflow
+#: parameter that can be passed by keyword may not have one of these names
+RESERVED_START_NAMES = ("workflow_id", "queue", "parent_close_policy")
 
 _WORKFLOW_ATTR = "__riverrun_workflow__"
 
@@ -171,6 +176,7 @@ def workflow(
     def decorate(f: F) -> F:
         if not inspect.iscoroutinefunction(f):
             raise TypeError(f"@workflow needs an async function, got {f!r}")
+        _check_parameter_names(f)
         definition = WorkflowDefinition(
             name=name or f.__name__,
             version=str(version),
@@ -182,6 +188,26 @@ def workflow(
         return cast(F, f)  # iscoroutinefunction narrowed f; it is still the caller's F
 
     return decorate
+
+
+def _check_parameter_names(fn: Callable[..., Any]) -> None:
+    """Refuse a parameter that a start's own keyword would take: ``start(wf, queue="q")``
+    must never be read as the workflow's argument, nor the workflow's argument as an option."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - no signature to check
+        return
+    for parameter in parameters:
+        if parameter.name in RESERVED_START_NAMES and parameter.kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.KEYWORD_ONLY,
+        ):
+            raise TypeError(
+                f"@workflow {fn.__qualname__}() has a parameter named {parameter.name!r}, a "
+                f"keyword that start() and start_child() take for themselves (reserved: "
+                f"{', '.join(RESERVED_START_NAMES)}): rename it, or make it positional-only "
+                f"(put '/' after it) and pass it positionally"
+            )
 
 
 def is_workflow(obj: object) -> bool:

@@ -774,6 +774,7 @@ class WorkflowInstance:
                 _RUN_NAMESPACE, f"{self.key.run_id}/child/{command.position}"
             ).hex,
             trace_parent=self._obs.run_context(),
+            queue=command.queue,
         )
 
     # -- endings ---------------------------------------------------------------------------

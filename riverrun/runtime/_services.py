@@ -268,7 +268,8 @@ class Services:
                 await runs.delete_run(run_id)
                 await self.backend.owners.index_remove(queue, partition, workflow_id, run_id)
             raise
-        if self.local_worker and workflow_name in self.registry:
+        # (a chain on a queue this worker does not serve is hosted elsewhere: its end is read)
+        if self.local_worker and workflow_name in self.registry and queue in self.served_queues:
             self._done[workflow_id] = ChainEnd(run_id)  # this worker will announce the end
             if self.on_started is not None:
                 # the first event as a replay would read it: the worker hosts the run from it

@@ -7,7 +7,7 @@ import json
 import uuid
 from datetime import datetime
 
-from .conftest import Cli
+from .conftest import Cli, WorkerProcess
 
 
 def new_id(prefix: str) -> str:
@@ -85,6 +85,33 @@ def test_starting_a_running_workflow_id_again_fails(cli: Cli) -> None:
     assert again.code == 1, again.describe()
     assert workflow_id in again.stderr
     assert cli("runs", "cancel", workflow_id).code == 0
+
+
+def test_start_on_a_queue_is_served_by_that_queues_worker(cli: Cli) -> None:
+    workflow_id = new_id("greet-side")
+    # the module's worker serves `default` only; a second one serves `side`
+    side = WorkerProcess("tests.cli.workflows", cli.env(), "--queue", "side")
+    try:
+        side.wait_ready()
+        report = cli(
+            "start", "greeter", '["side"]', "--id", workflow_id, "--queue", "side", "--wait", "--json"
+        ).json()
+        assert "hello side!" == report["result"]
+        shown = cli("runs", "show", workflow_id, "--json").json()
+        assert "side" == shown["queue"]
+    finally:
+        assert 0 == side.stop(), side.output
+
+
+def test_start_options_given_wrong_exit_2(cli: Cli) -> None:
+    bad = cli("start", "greeter", '["x"]', "--queue", "no.dots")
+    assert bad.code == 2, bad.describe()
+    assert "--queue: queue must be 1-64 characters" in bad.stderr
+    for option, flag in (("queue", "--queue"), ("workflow_id", "--id")):
+        clash = cli("start", "greeter", '["x"]', "--kwargs", f'{{"{option}": "q"}}')
+        assert clash.code == 2, clash.describe()
+        assert f"keyword argument {option!r} is a start option" in clash.stderr
+        assert flag in clash.stderr
 
 
 def test_malformed_json_args_say_where_and_exit_2(cli: Cli) -> None:

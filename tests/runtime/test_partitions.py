@@ -37,17 +37,17 @@ async def mark(workflow_id: str, what: str) -> str:
 
 
 @workflow(queue="alpha")
-async def on_alpha(workflow_id: str) -> str:
+async def on_alpha(workflow_id: str, /) -> str:
     return await mark(workflow_id, "alpha")
 
 
 @workflow(queue="beta")
-async def on_beta(workflow_id: str) -> str:
+async def on_beta(workflow_id: str, /) -> str:
     return await mark(workflow_id, "beta")
 
 
 @workflow()
-async def waits_then_steps(workflow_id: str) -> str:
+async def waits_then_steps(workflow_id: str, /) -> str:
     first = await mark(workflow_id, "before")
     got = await wait_for_signal("go")
     second = await mark(workflow_id, "after")
