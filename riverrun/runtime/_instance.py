@@ -105,7 +105,7 @@ class WorkflowInstance:
         #: steps running, by position: the cancel scope of each one's task
         self._steps: dict[int, anyio.CancelScope] = {}
         #: one writer per run: appends are serialized (steps end concurrently)
-        self._record_lock = anyio.Lock()
+        self._record_lock = anyio.Lock(fast_acquire=True)
         self._skipped_to = 0
         self._lease: Lease | None = None
         self._link: StoredEvent | None = None
@@ -626,22 +626,62 @@ class WorkflowInstance:
     async def _step_task(
         self, machine: WorkflowMachine, command: ScheduleStep, scope: anyio.CancelScope
     ) -> None:
-        """Run one step (attempt after attempt) under the worker's step limit."""
+        """Run one step (attempt after attempt) under the worker's step limit.
+
+        Then, while what the step recorded leaves the drive loop nothing to do but start one
+        new step (``_next_step``), this task runs that step too: a sequence of steps costs
+        neither a task nor a turn of the drive loop per step. The drive loop stays free to
+        read the inbox meanwhile, and finds the step in ``_steps`` (a cancel request or a stop
+        message cancels it there, as any step task's).
+        """
         try:
-            with scope:
-                while True:
-                    attempt = command.attempt
-                    with step_attempt(self._log, command.definition.name, attempt):
-                        again = await self._run_step(machine, command, attempt)
-                    if not again:
-                        return
-            # cancelled (the workflow gave up on it, a cancel request): the drive loop records
-            # what follows; a step cancelled by a stop message the run has not recorded as a
-            # cancellation is started again
+            while True:
+                with scope:
+                    while True:
+                        attempt = command.attempt
+                        with step_attempt(self._log, command.definition.name, attempt):
+                            again = await self._run_step(machine, command, attempt)
+                        if not again:
+                            break
+                if scope.cancel_called:
+                    # cancelled (the workflow gave up on it, a cancel request): the drive loop
+                    # records what follows; a step cancelled by a stop message the run has not
+                    # recorded as a cancellation is started again
+                    return
+                if self._steps.get(command.position) is scope:
+                    del self._steps[command.position]
+                follow = self._next_step(machine)
+                if follow is None:
+                    return
+                command, scope = follow, anyio.CancelScope()
+                self._steps[command.position] = scope
         finally:
             if self._steps.get(command.position) is scope:
                 del self._steps[command.position]
             self._wakeup.set()
+
+    def _next_step(self, machine: WorkflowMachine) -> ScheduleStep | None:
+        """The one step the drive loop would start next, if starting it is all it would do
+        (no outcome, no inbox to read, no patch marker or timer schedule to write, every
+        other live command a step already running); else ``None``: the drive loop acts."""
+        if (
+            machine.outcome is not None
+            or self._inbox_dirty
+            or machine.retired_timers
+            or machine.patches.unrecorded
+            or len(self._steps) >= self.services.options.max_concurrent_steps
+        ):
+            return None
+        found: ScheduleStep | None = None
+        for command in machine.commands.values():
+            if not isinstance(command, ScheduleStep) or command.cancelling:
+                return None
+            if command.position in self._steps:
+                continue
+            if found is not None:
+                return None
+            found = command
+        return found
 
     async def _run_step(self, machine: WorkflowMachine, command: ScheduleStep, attempt: int) -> bool:
         """One attempt; records its outcome. True to try again (after the backoff)."""
@@ -651,9 +691,9 @@ class WorkflowInstance:
         error: BaseException | None = None
         result: Any = None
         # decoded by the step's hints, timed and traced
-        typed = step_function(definition, services.payloads.converter)
+        typed = step_function(definition, services.payloads.converter, command.args, command.kwargs)
         fn = self._obs.step(typed, definition.name, attempt)
-        async with services.step_limiter:
+        async with _Slot(services.step_limiter):
             try:
                 if definition.timeout is not None:
                     with anyio.fail_after(definition.timeout):
@@ -1017,6 +1057,25 @@ class WorkflowInstance:
         services.forget(self.workflow_id)
         if ahead is None:
             services.notify_done(self.workflow_id, final)
+
+
+class _Slot:
+    """``async with limiter``, without its two scheduling points when a token is free (the
+    step's own awaits are where it can be cancelled)."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self._limiter = limiter
+
+    async def __aenter__(self) -> None:
+        try:
+            self._limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            await self._limiter.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._limiter.release()
 
 
 def _ends_pending_child(machine: WorkflowMachine, message: InboxMessage) -> bool:
