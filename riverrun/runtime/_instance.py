@@ -321,19 +321,35 @@ class WorkflowInstance:
         stored data (references, not the values they stand for), measured here so that it is
         the same live and on replay.
         """
+        return await self._materialized(
+            event.key, event.sequence, event.type, event.timestamp, event.data,
+            event.schema_version,
+        )
+
+    async def _materialized(
+        self,
+        key: RunKey,
+        sequence: int,
+        type_: str,
+        timestamp: datetime,
+        stored: Mapping[str, Any],
+        schema_version: int,
+    ) -> StoredEvent:
+        """``_materialize`` of the event these fields make (the live path builds no event to
+        throw away); nothing to resolve (no reference) costs no await."""
         payloads = self.services.payloads
-        size = len(self.services.codec.dumps(event.data, what=f"{event.type} event data"))
-        data = await payloads.unpack_data(event.data)
-        if event.type == EventType.WORKFLOW_STARTED and data.get("pending_signals"):
+        size = len(self.services.codec.dumps(stored, what=f"{type_} event data"))
+        data = await payloads.unpack_data(stored) if payloads.has_refs(stored) else stored
+        if type_ == EventType.WORKFLOW_STARTED and data.get("pending_signals"):
             data = dict(data)
             data["pending_signals"] = await payloads.unpack_signals(data["pending_signals"])
         return StoredEvent(
-            key=event.key,
-            sequence=event.sequence,
-            type=event.type,
-            timestamp=event.timestamp,
+            key=key,
+            sequence=sequence,
+            type=type_,
+            timestamp=timestamp,
             data=data,
-            schema_version=event.schema_version,
+            schema_version=schema_version,
             size=size,
         )
 
@@ -378,18 +394,18 @@ class WorkflowInstance:
         assert self.key is not None
         sequence = machine.last_sequence + 1
         now = services.clock.now()
-        event = await self._materialize(
-            StoredEvent(
-                key=self.key, sequence=sequence, type=type_.value, timestamp=now, data=data
-            )
+        new = NewEvent(type=type_.value, timestamp=now, data=data)
+        event = await self._materialized(
+            self.key, sequence, new.type, now, data, new.schema_version
         )
         await services.backend.events.append(
             self.key,
-            NewEvent(type=type_.value, timestamp=now, data=data),
+            new,
             expected_last=machine.last_sequence,
             idempotency_id=f"{self.key.run_id}:{sequence}",
         )
-        await self._note_quarantined()  # foreign messages the append was fenced after, if any
+        if services.backend.quarantine.has_unnoted(self.workflow_id):
+            await self._note_quarantined()  # foreign messages the append was fenced after
         machine.apply(event)
         log_recorded(machine, type_, data)
         self._obs.recorded(machine, type_.value, data)
