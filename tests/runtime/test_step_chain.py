@@ -13,7 +13,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from riverrun import CancellationError, EventType, RunStatus, step, workflow
+from riverrun import CancellationError, EventType, RetryPolicy, RunStatus, step, workflow
 from riverrun.runtime._converter import DataConverter
 from riverrun.runtime._hints import LazyHints
 from riverrun.testing import wait_until
@@ -65,6 +65,32 @@ async def sequence_then_gather(key: str) -> int:
     for i in range(3):
         total += await quick(key, i)
     return total + sum(await asyncio.gather(*(quick(key, i) for i in range(10, 14))))
+
+
+@step(retry=RetryPolicy(max_attempts=3, initial_interval=0.01))
+async def fails_once(key: str, i: int) -> int:
+    CALLS[(key, i)] += 1
+    if CALLS[(key, i)] == 1:
+        raise ConnectionError("first attempt fails")
+    return i
+
+
+@step(timeout=0.05, retry=RetryPolicy(max_attempts=1))
+async def too_slow(key: str, i: int) -> int:
+    CALLS[(key, i)] += 1
+    await anyio.sleep_forever()
+    return -1
+
+
+@workflow()
+async def retries_and_times_out(key: str) -> str:
+    await quick(key, 0)
+    await fails_once(key, 1)  # retried, in the task that ran the step before it
+    try:
+        await too_slow(key, 2)
+    except Exception as exc:
+        return type(exc).__name__
+    return "no timeout"
 
 
 async def _types(handle: Any) -> list[EventType]:
@@ -126,6 +152,25 @@ async def test_the_step_limit_holds_after_a_sequence(
         handle = await rt.client.start(sequence_then_gather, key)
         assert 0 + 1 + 2 + 10 + 11 + 12 + 13 == await handle.result(timeout=30)
     assert 2 == PEAK[key]
+
+
+async def test_a_step_that_follows_a_sequence_is_retried_and_timed_out_as_any(
+    make_runtime: RuntimeFactory, namespace_key: str
+) -> None:
+    key = f"retry-{namespace_key}"
+    async with make_runtime(workflows=[retries_and_times_out]) as rt:
+        handle = await rt.client.start(retries_and_times_out, key)
+        assert "TimeoutError" == await handle.result(timeout=30)
+        types = await _types(handle)
+    assert [1, 2, 1] == [CALLS[(key, i)] for i in range(3)]
+    assert [
+        EventType.WORKFLOW_STARTED,
+        EventType.STEP_COMPLETED,
+        EventType.STEP_RETRYING,
+        EventType.STEP_COMPLETED,
+        EventType.STEP_FAILED,
+        EventType.WORKFLOW_COMPLETED,
+    ] == types
 
 
 def _hints(fn: Any) -> Any:
