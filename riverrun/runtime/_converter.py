@@ -182,7 +182,7 @@ class DataConverter:
                 tuple(self.to_plain(a, what=f"argument #{i}") for i, a in enumerate(args)),
                 {k: self.to_plain(v, what=f"argument {k!r}") for k, v in kwargs.items()},
             )
-        if not hints.typed_args or (not kwargs and self.passes(hints, args)):
+        if not hints.typed_args or (not kwargs and self._passes(hints, args)):
             return tuple(args), dict(kwargs)
         targets = list(hints.targets(args, kwargs))
         out_args = tuple(
@@ -199,7 +199,7 @@ class DataConverter:
         self, hints: CallHints, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Stored arguments decoded by the function's hints."""
-        if not hints.typed_args or (not kwargs and self.passes(hints, args)):
+        if not hints.typed_args or (not kwargs and self._passes(hints, args)):
             return tuple(args), dict(kwargs)
         targets = list(hints.targets(args, kwargs))
         out_args = tuple(
@@ -222,7 +222,7 @@ class DataConverter:
             return data
         return self.from_data(data, hints.returns, what=hints.result_what())
 
-    def passes(self, hints: CallHints, args: tuple[Any, ...]) -> bool:
+    def _passes(self, hints: CallHints, args: tuple[Any, ...]) -> bool:
         """Whether every positional argument is of exactly its parameter's simple hint (or
         the hint is ``Any``): both walks would hand each one back as it is."""
         entry = self._positional.get(id(hints))

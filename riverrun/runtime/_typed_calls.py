@@ -100,13 +100,13 @@ def step_function(
     """The step's function, taking its arguments as recorded data (decoded by its hints).
 
     Given the recorded ``args`` and ``kwargs`` it is to be called with, the function itself
-    when decoding would hand every one of them over as it is (``DataConverter.passes``).
+    when decoding would hand every one of them over as it is (``DataConverter._passes``).
     """
     hints: CallHints = definition.hints.get()
     fn: Callable[..., Any] = definition.fn
     if not hints.typed_args:
         return fn
-    if args is not None and not kwargs and converter.passes(hints, args):
+    if args is not None and not kwargs and converter._passes(hints, args):
         return fn
 
     @functools.wraps(fn)

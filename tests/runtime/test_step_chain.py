@@ -184,7 +184,7 @@ async def _ints(a: int, b: str, c: Any, d: float) -> int:
 def test_arguments_of_their_exact_simple_hint_pass_as_they_are() -> None:
     converter = DataConverter()
     hints = _hints(_ints)
-    assert converter.passes(hints, (1, "x", object(), 1.5))
+    assert converter._passes(hints, (1, "x", object(), 1.5))
     args = (1, "x", [1], 2.5)
     decoded, kwargs = converter.decode_call(hints, args, {})
     assert all(a is b for a, b in zip(args, decoded, strict=True))
@@ -195,11 +195,11 @@ def test_arguments_the_walk_converts_take_the_walk() -> None:
     converter = DataConverter()
     hints = _hints(_ints)
     # an int for a float: the walk makes it a float, the fast path must not keep the int
-    assert not converter.passes(hints, (1, "x", None, 3))
+    assert not converter._passes(hints, (1, "x", None, 3))
     decoded, _ = converter.decode_call(hints, (1, "x", None, 3), {})
     assert float is type(decoded[3])
     # a bool for an int is not exactly an int: the walk decides, as before
-    assert not converter.passes(hints, (True, "x", None, 1.0))
+    assert not converter._passes(hints, (True, "x", None, 1.0))
     with pytest.raises(TypeError):  # SerializationError: a str for an int
         converter.encode_call(hints, ("1", "x", None, 1.0), {})
     with pytest.raises(TypeError):
