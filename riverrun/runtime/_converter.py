@@ -47,6 +47,7 @@ from ._hints import (
     hint_name,
     is_pydantic,
     parse_as,
+    positional_hints,
     type_of,
     unchanged,
 )
@@ -85,6 +86,9 @@ class DataConverter:
     def __init__(self, *, types: Iterable[type[Any]] = (), codec: Codec | None = None) -> None:
         self.codec = codec if codec is not None else Codec()
         self._hooks: dict[Any, _Hook] = {}
+        #: per CallHints (by id, the object kept alive with it): the hints of the positional
+        #: parameters, for the fast path of calls whose arguments need no converting
+        self._positional: dict[int, tuple[CallHints, tuple[Any, ...]]] = {}
         for cls in types:
             self.register_type(cls)
 
@@ -178,7 +182,7 @@ class DataConverter:
                 tuple(self.to_plain(a, what=f"argument #{i}") for i, a in enumerate(args)),
                 {k: self.to_plain(v, what=f"argument {k!r}") for k, v in kwargs.items()},
             )
-        if not hints.typed_args:
+        if not hints.typed_args or (not kwargs and self._passes(hints, args)):
             return tuple(args), dict(kwargs)
         targets = list(hints.targets(args, kwargs))
         out_args = tuple(
@@ -195,7 +199,7 @@ class DataConverter:
         self, hints: CallHints, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Stored arguments decoded by the function's hints."""
-        if not hints.typed_args:
+        if not hints.typed_args or (not kwargs and self._passes(hints, args)):
             return tuple(args), dict(kwargs)
         targets = list(hints.targets(args, kwargs))
         out_args = tuple(
@@ -209,14 +213,29 @@ class DataConverter:
         return out_args, out_kwargs
 
     def encode_result(self, hints: CallHints, value: Any) -> Any:
-        if not hints.typed_result:
+        if not hints.typed_result or (type(value) is hints.returns and hints.returns in SIMPLE):
             return value
         return self.to_data(value, hints.returns, what=hints.result_what())
 
     def decode_result(self, hints: CallHints, data: Any) -> Any:
-        if not hints.typed_result:
+        if not hints.typed_result or (type(data) is hints.returns and hints.returns in SIMPLE):
             return data
         return self.from_data(data, hints.returns, what=hints.result_what())
+
+    def _passes(self, hints: CallHints, args: tuple[Any, ...]) -> bool:
+        """Whether every positional argument is of exactly its parameter's simple hint (or
+        the hint is ``Any``): both walks would hand each one back as it is."""
+        entry = self._positional.get(id(hints))
+        if entry is None or entry[0] is not hints:
+            entry = (hints, positional_hints(hints))
+            self._positional[id(hints)] = entry
+        positional = entry[1]
+        if len(args) > len(positional):
+            return False  # *args: the slow path knows their hint
+        for value, hint in zip(args, positional, strict=False):
+            if hint is not Any and not (type(value) is hint and hint in SIMPLE):
+                return False
+        return True
 
     # -- the walks --------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ __all__ = [
     "hint_name",
     "is_pydantic",
     "parse_as",
+    "positional_hints",
     "type_of",
     "unchanged",
 ]
@@ -174,6 +175,11 @@ def clean_hint(hint: Any) -> Any:
         return type(None)
     return hint
 
+
+
+def positional_hints(hints: CallHints) -> tuple[Any, ...]:
+    """The cleaned hints of ``hints``' positional parameters, in order (no ``*args``)."""
+    return tuple(clean_hint(hints.hints[p.name]) for p in hints.parameters if p.kind in _POSITIONAL)
 
 
 def unchanged(decoded: Iterable[Any], data: Iterable[Any]) -> bool:

@@ -100,7 +100,7 @@ class WorkflowInstance:
         #: steps running, by position: the cancel scope of each one's task
         self._steps: dict[int, anyio.CancelScope] = {}
         #: one writer per run: appends are serialized (steps end concurrently)
-        self._record_lock = anyio.Lock()
+        self._record_lock = anyio.Lock(fast_acquire=True)
         self._skipped_to = 0
         self._link: StoredEvent | None = None
         #: cancelled by ``stop()``: the worker hands the workflow's partition over
@@ -300,19 +300,35 @@ class WorkflowInstance:
         stored data (references, not the values they stand for), measured here so that it is
         the same live and on replay.
         """
+        return await self._materialized(
+            event.key, event.sequence, event.type, event.timestamp, event.data,
+            event.schema_version,
+        )
+
+    async def _materialized(
+        self,
+        key: RunKey,
+        sequence: int,
+        type_: str,
+        timestamp: datetime,
+        stored: Mapping[str, Any],
+        schema_version: int,
+    ) -> StoredEvent:
+        """``_materialize`` of the event these fields make (the live path builds no event to
+        throw away); nothing to resolve (no reference) costs no await."""
         payloads = self.services.payloads
-        size = len(self.services.codec.dumps(event.data, what=f"{event.type} event data"))
-        data = await payloads.unpack_data(event.data)
-        if event.type == EventType.WORKFLOW_STARTED and data.get("pending_signals"):
+        size = len(self.services.codec.dumps(stored, what=f"{type_} event data"))
+        data = await payloads.unpack_data(stored) if payloads.has_refs(stored) else stored
+        if type_ == EventType.WORKFLOW_STARTED and data.get("pending_signals"):
             data = dict(data)
             data["pending_signals"] = await payloads.unpack_signals(data["pending_signals"])
         return StoredEvent(
-            key=event.key,
-            sequence=event.sequence,
-            type=event.type,
-            timestamp=event.timestamp,
+            key=key,
+            sequence=sequence,
+            type=type_,
+            timestamp=timestamp,
             data=data,
-            schema_version=event.schema_version,
+            schema_version=schema_version,
             size=size,
         )
 
@@ -357,18 +373,18 @@ class WorkflowInstance:
         assert self.key is not None
         sequence = machine.last_sequence + 1
         now = services.clock.now()
-        event = await self._materialize(
-            StoredEvent(
-                key=self.key, sequence=sequence, type=type_.value, timestamp=now, data=data
-            )
+        new = NewEvent(type=type_.value, timestamp=now, data=data)
+        event = await self._materialized(
+            self.key, sequence, new.type, now, data, new.schema_version
         )
         await services.backend.events.append(
             self.key,
-            NewEvent(type=type_.value, timestamp=now, data=data),
+            new,
             expected_last=machine.last_sequence,
             idempotency_id=f"{self.key.run_id}:{sequence}",
         )
-        await self._note_quarantined()  # foreign messages the append was fenced after, if any
+        if services.backend.quarantine.has_unnoted(self.workflow_id):
+            await self._note_quarantined()  # foreign messages the append was fenced after
         machine.apply(event)
         log_recorded(machine, type_, data)
         self._obs.recorded(machine, type_.value, data)
@@ -608,22 +624,62 @@ class WorkflowInstance:
     async def _step_task(
         self, machine: WorkflowMachine, command: ScheduleStep, scope: anyio.CancelScope
     ) -> None:
-        """Run one step (attempt after attempt) under the worker's step limit."""
+        """Run one step (attempt after attempt) under the worker's step limit.
+
+        Then, while what the step recorded leaves the drive loop nothing to do but start one
+        new step (``_next_step``), this task runs that step too: a sequence of steps costs
+        neither a task nor a turn of the drive loop per step. The drive loop stays free to
+        read the inbox meanwhile, and finds the step in ``_steps`` (a cancel request or a stop
+        message cancels it there, as any step task's).
+        """
         try:
-            with scope:
-                while True:
-                    attempt = command.attempt
-                    with step_attempt(self._log, command.definition.name, attempt):
-                        again = await self._run_step(machine, command, attempt)
-                    if not again:
-                        return
-            # cancelled (the workflow gave up on it, a cancel request): the drive loop records
-            # what follows; a step cancelled by a stop message the run has not recorded as a
-            # cancellation is started again
+            while True:
+                with scope:
+                    while True:
+                        attempt = command.attempt
+                        with step_attempt(self._log, command.definition.name, attempt):
+                            again = await self._run_step(machine, command, attempt)
+                        if not again:
+                            break
+                if scope.cancel_called:
+                    # cancelled (the workflow gave up on it, a cancel request): the drive loop
+                    # records what follows; a step cancelled by a stop message the run has not
+                    # recorded as a cancellation is started again
+                    return
+                if self._steps.get(command.position) is scope:
+                    del self._steps[command.position]
+                follow = self._next_step(machine)
+                if follow is None:
+                    return
+                command, scope = follow, anyio.CancelScope()
+                self._steps[command.position] = scope
         finally:
             if self._steps.get(command.position) is scope:
                 del self._steps[command.position]
             self._wakeup.set()
+
+    def _next_step(self, machine: WorkflowMachine) -> ScheduleStep | None:
+        """The one step the drive loop would start next, if starting it is all it would do
+        (no outcome, no inbox to read, no patch marker or timer schedule to write, every
+        other live command a step already running); else ``None``: the drive loop acts."""
+        if (
+            machine.outcome is not None
+            or self._inbox_dirty
+            or machine.retired_timers
+            or machine.patches.unrecorded
+            or len(self._steps) >= self.services.options.max_concurrent_steps
+        ):
+            return None
+        found: ScheduleStep | None = None
+        for command in machine.commands.values():
+            if not isinstance(command, ScheduleStep) or command.cancelling:
+                return None
+            if command.position in self._steps:
+                continue
+            if found is not None:
+                return None
+            found = command
+        return found
 
     async def _run_step(self, machine: WorkflowMachine, command: ScheduleStep, attempt: int) -> bool:
         """One attempt; records its outcome. True to try again (after the backoff)."""
@@ -633,9 +689,9 @@ class WorkflowInstance:
         error: BaseException | None = None
         result: Any = None
         # decoded by the step's hints, timed and traced
-        typed = step_function(definition, services.payloads.converter)
+        typed = step_function(definition, services.payloads.converter, command.args, command.kwargs)
         fn = self._obs.step(typed, definition.name, attempt)
-        async with services.step_limiter:
+        async with _Slot(services.step_limiter):
             try:
                 if definition.timeout is not None:
                     with anyio.fail_after(definition.timeout):
@@ -1013,6 +1069,25 @@ class WorkflowInstance:
         await services.backend.owners.index_remove(
             self.queue, services.partition_of(self.workflow_id), self.workflow_id, self._first_run_id
         )
+
+
+class _Slot:
+    """``async with limiter``, without its two scheduling points when a token is free (the
+    step's own awaits are where it can be cancelled)."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self._limiter = limiter
+
+    async def __aenter__(self) -> None:
+        try:
+            self._limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            await self._limiter.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._limiter.release()
 
 
 def _ends_pending_child(machine: WorkflowMachine, message: InboxMessage) -> bool:

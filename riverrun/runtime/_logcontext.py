@@ -25,9 +25,8 @@ Per-event lines are DEBUG and cost a level check when DEBUG is off.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -80,22 +79,33 @@ def bind_workflow(workflow_id: str) -> LogContext:
     return context
 
 
-@contextlib.contextmanager
-def step_attempt(context: LogContext, name: str, attempt: int) -> Iterator[None]:
-    """Mark one step attempt in flight (logged at DEBUG) for the records written meanwhile."""
-    context.step, context.attempt = name, attempt
-    if workflow_log.isEnabledFor(logging.DEBUG):
-        workflow_log.debug(
-            "workflow %s run %s: step %r attempt %d",
-            context.workflow_id,
-            context.machine.run_id if context.machine else None,
-            name,
-            attempt,
-        )
-    try:
-        yield
-    finally:
-        context.step = context.attempt = None
+class step_attempt:  # a function before; callers still read it as one
+    """Mark one step attempt in flight (logged at DEBUG) for the records written meanwhile.
+
+    A class, not a generator context manager: it is entered for every step attempt.
+    """
+
+    __slots__ = ("_attempt", "_context", "_name")
+
+    def __init__(self, context: LogContext, name: str, attempt: int) -> None:
+        self._context = context
+        self._name = name
+        self._attempt = attempt
+
+    def __enter__(self) -> None:
+        context, name, attempt = self._context, self._name, self._attempt
+        context.step, context.attempt = name, attempt
+        if workflow_log.isEnabledFor(logging.DEBUG):
+            workflow_log.debug(
+                "workflow %s run %s: step %r attempt %d",
+                context.workflow_id,
+                context.machine.run_id if context.machine else None,
+                name,
+                attempt,
+            )
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._context.step = self._context.attempt = None
 
 
 class LogContextFilter(logging.Filter):

@@ -120,8 +120,13 @@ class Payloads:
                 packed[key] = await self.pack(packed[key], f"{what} {key}", force=force)
         return packed
 
+    @staticmethod
+    def has_refs(data: Mapping[str, Any]) -> bool:
+        """Whether ``data`` holds a reference for :meth:`unpack_data` to resolve."""
+        return any(isinstance(data.get(key), PayloadRef) for key in VALUE_KEYS)
+
     async def unpack_data(self, data: Mapping[str, Any]) -> Mapping[str, Any]:
-        if not any(isinstance(data.get(key), PayloadRef) for key in VALUE_KEYS):
+        if not self.has_refs(data):
             return data
         unpacked = dict(data)
         for key in VALUE_KEYS:

@@ -144,6 +144,16 @@ class Telemetry:
             description="Workflows parked (non-determinism, or a crash that repeats)",
         )
 
+    @property
+    def metering_steps(self) -> bool:
+        """Whether step attempts are measured: not while the instruments are no-ops (no SDK:
+        a no-op provider, or the API's proxies before a meter provider is set globally)."""
+        counter = self.step_attempts
+        if isinstance(counter, metrics.NoOpCounter):
+            return False
+        # the API's proxy instrument delegates once a provider is set: follow that
+        return getattr(counter, "_real_instrument", counter) is not None
+
     # -- the worker's counts ----------------------------------------------------------------
 
     def observe_worker(self, worker: _StatisticsSource, worker_id: str) -> None:
@@ -404,6 +414,8 @@ class RunTelemetry:
                     "riverrun.attempt": attempt,
                 },
             )
+        elif not telemetry.metering_steps:
+            return fn  # neither traced nor measured: nothing to add
 
         async def attempt_of(*args: Any, **kwargs: Any) -> Any:
             outcome = "error"

@@ -91,11 +91,22 @@ async def _encoded_result(
     return converter.encode_result(hints, await inner)
 
 
-def step_function(definition: Any, converter: DataConverter) -> Callable[..., Any]:
-    """The step's function, taking its arguments as recorded data (decoded by its hints)."""
+def step_function(
+    definition: Any,
+    converter: DataConverter,
+    args: tuple[Any, ...] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+) -> Callable[..., Any]:
+    """The step's function, taking its arguments as recorded data (decoded by its hints).
+
+    Given the recorded ``args`` and ``kwargs`` it is to be called with, the function itself
+    when decoding would hand every one of them over as it is (``DataConverter._passes``).
+    """
     hints: CallHints = definition.hints.get()
     fn: Callable[..., Any] = definition.fn
     if not hints.typed_args:
+        return fn
+    if args is not None and not kwargs and converter._passes(hints, args):
         return fn
 
     @functools.wraps(fn)
