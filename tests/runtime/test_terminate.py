@@ -262,7 +262,11 @@ async def test_terminate_unschedules_the_runs_timers() -> None:
         await rt.client.start(naps, "z", workflow_id="napper")
         await wait_until(lambda: _has_event(rt, "napper", EventType.TIMER_STARTED))
         schedules = rt.backend.inbox._schedules  # type: ignore[attr-defined]
-        assert [key for key in schedules if key[0] == "napper"]
+
+        async def scheduled() -> bool:  # (written just after the event)
+            return any(key[0] == "napper" for key in schedules)
+
+        await wait_until(scheduled, timeout=10)
         await rt.client.terminate("napper")
         assert not [key for key in schedules if key[0] == "napper"]
         await _ended_once(rt, "napper")
