@@ -61,6 +61,7 @@ from ._logcontext import (
     log_hosted,
     log_recorded,
     step_attempt,
+    workflow_log,
 )
 from ._machine import Cancelled, Completed, ContinuedAsNew, Failed, Outcome, WorkflowMachine
 from ._patching import marker_data, replay_order
@@ -800,7 +801,7 @@ class WorkflowInstance:
                 },
             )
             return
-        await self._record_live(
+        recorded = await self._record_live(
             machine,
             command,
             EventType.CHILD_STARTED,
@@ -812,6 +813,23 @@ class WorkflowInstance:
                 "parent_close_policy": command.parent_close_policy.value,
             },
         )
+        if not recorded:
+            await self._close_unrecorded_child(machine, command)
+
+    async def _close_unrecorded_child(self, machine: WorkflowMachine, command: StartChild) -> None:
+        """The child's chain started, but the run ended (or gave up on the start) before
+        ``child.started`` was written: no replay knows of the child and nothing will close it
+        with the run. Its parent-close policy is applied now, as it would be at the run's end."""
+        policy = command.parent_close_policy.value
+        workflow_log.warning(
+            "workflow %s run %s: child %s started as the run ended (or gave up on it) and is "
+            "not in its history; parent close policy %s applied to it now",
+            self.workflow_id,
+            machine.run_id,
+            command.workflow_id,
+            policy,
+        )
+        await self._close_child(machine, command.workflow_id, policy)
 
     async def _start_child_chain(self, command: StartChild) -> str:
         assert self.key is not None
@@ -1006,14 +1024,18 @@ class WorkflowInstance:
 
     async def _close_children(self, machine: WorkflowMachine) -> None:
         for child_id, policy in list(machine.children.items()):
-            if policy in _STOPPING:  # the policy's value is the inbox message's kind
-                await self.services.backend.inbox.send(
-                    child_id,
-                    policy,
-                    {"reason": f"parent {self.workflow_id} closed ({policy})"},
-                    idempotency_id=f"close:{machine.run_id}:{child_id}",
-                    queue=await self.services.queue_of(child_id),
-                )
+            await self._close_child(machine, child_id, policy)
+
+    async def _close_child(self, machine: WorkflowMachine, child_id: str, policy: str) -> None:
+        """Apply a parent-close policy to one child (idempotent per run and child)."""
+        if policy in _STOPPING:  # the policy's value is the inbox message's kind
+            await self.services.backend.inbox.send(
+                child_id,
+                policy,
+                {"reason": f"parent {self.workflow_id} closed ({policy})"},
+                idempotency_id=f"close:{machine.run_id}:{child_id}",
+                queue=await self.services.queue_of(child_id),
+            )
 
     async def _complete_chain(
         self, machine: WorkflowMachine, outcome: Outcome, run_id: str, cursor: int

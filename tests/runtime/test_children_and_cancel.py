@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import anyio
@@ -264,3 +265,48 @@ async def test_terminate_policy_ends_a_child_without_running_its_handlers(
                 assert tag in CLEANUPS
     assert "cleaned" == results["cancel"]  # a cancellation the child handled
     assert isinstance(results["terminate"], CancellationError)
+
+
+ORPHAN_GATES: dict[str, anyio.Event] = {}
+
+
+@step()
+async def orphan_gate(key: str) -> str:
+    await ORPHAN_GATES[key].wait()
+    return "done"
+
+
+@workflow()
+async def ends_while_starting_a_child(key: str) -> str:
+    starting = asyncio.create_task(start_child(forever, key, workflow_id=f"{key}-orphan"))
+    result = await orphan_gate(key)  # its result ends the run while the child is starting
+    starting.cancel()
+    return result
+
+
+async def test_a_child_started_as_its_parent_ends_gets_the_parent_close_policy(
+    make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch, namespace_key: str
+) -> None:
+    """The child's chain is started, but the parent's run ends before child.started is
+    written: no history knows of the child. It must not run on for ever, unclosed: the
+    parent-close policy (cancel, by default) is applied to it."""
+    key = f"orphan{abs(hash(namespace_key)) % 10**8}"
+    ORPHAN_GATES[key] = gate = anyio.Event()
+    async with make_runtime(workflows=[ends_while_starting_a_child, forever]) as rt:
+        events = rt.backend.events
+        append = events.append
+
+        async def slow_append(run_key: Any, event: Any, **kwargs: Any) -> Any:
+            written = await append(run_key, event, **kwargs)
+            if run_key.workflow_id == f"{key}-orphan" and not gate.is_set():
+                gate.set()  # the step ends now and its result ends the parent's run
+                await anyio.sleep(0.5)  # before the child's start returns to the parent
+            return written
+
+        monkeypatch.setattr(events, "append", slow_append)
+        parent = await rt.client.start(ends_while_starting_a_child, key, workflow_id=key)
+        assert "done" == await parent.result(timeout=30)
+        assert EventType.CHILD_STARTED not in [e.type for e in await parent.events()]
+        orphan = rt.client.get_handle(f"{key}-orphan")
+        with pytest.raises(CancellationError):
+            await orphan.result(timeout=30)
