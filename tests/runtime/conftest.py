@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from riverrun import Runtime
-from riverrun.persistence import RunKey, StoredEvent
+from riverrun import Runtime, RuntimeOptions
+from riverrun.persistence import Backend, RunKey, StoredEvent, open_memory_backend
 
 RuntimeFactory = Callable[..., AbstractAsyncContextManager[Runtime]]
 
@@ -73,3 +73,35 @@ def make_runtime(request: pytest.FixtureRequest) -> RuntimeFactory:
 def namespace_key(request: pytest.FixtureRequest) -> str:
     """A string unique to this test (and backend parameter), for per-test counters."""
     return request.node.nodeid
+
+
+@pytest.fixture(params=["memory", "jetstream"])
+async def shared_runtime(request: pytest.FixtureRequest) -> AsyncIterator[RuntimeFactory]:
+    """``shared_runtime(workflows=..., **options)``: runtimes that share one namespace."""
+    if request.param == "memory":
+        async with open_memory_backend() as shared:
+
+            @asynccontextmanager
+            async def same_backend(_codec: Any) -> AsyncIterator[Backend]:
+                yield shared
+
+            @asynccontextmanager
+            async def memory(workflows: Any = (), **opts: Any) -> AsyncIterator[Runtime]:
+                async with Runtime(
+                    same_backend, workflows=workflows, options=RuntimeOptions(**opts)
+                ) as rt:
+                    yield rt
+
+            yield memory
+        return
+    server = request.getfixturevalue("nats_server")
+    namespace = request.getfixturevalue("namespace")
+
+    @asynccontextmanager
+    async def jetstream(workflows: Any = (), **opts: Any) -> AsyncIterator[Runtime]:
+        async with Runtime.connect(
+            server.url, workflows=workflows, worker=True, namespace=namespace, **opts
+        ) as rt:
+            yield rt
+
+    yield jetstream

@@ -5,20 +5,16 @@ workflow id always maps to the same partition."""
 from __future__ import annotations
 
 import collections
-import contextlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
 from riverrun import Runtime, step, wait_for_signal, workflow
 from riverrun.persistence import (
     DEFAULT_PARTITIONS,
-    Backend,
     IncompatibleStoreConfig,
-    open_memory_backend,
     partition_of,
 )
 from riverrun.runtime._membership import assign
@@ -62,39 +58,11 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["memory", "jetstream"])
-async def make_runtime(request: pytest.FixtureRequest) -> AsyncIterator[RuntimeMaker]:
+@pytest.fixture
+def make_runtime(shared_runtime: RuntimeMaker) -> RuntimeMaker:
     """``make_runtime(workflows=..., **options)``: runtimes that share one namespace."""
     RUNS.clear()
-    if request.param == "memory":
-        async with open_memory_backend() as shared:
-
-            @contextlib.asynccontextmanager
-            async def same_backend(_codec: Any) -> AsyncIterator[Backend]:
-                yield shared
-
-            @asynccontextmanager
-            async def memory(workflows: Any = (), **opts: Any) -> AsyncIterator[Runtime]:
-                from riverrun import RuntimeOptions
-
-                async with Runtime(
-                    same_backend, workflows=workflows, options=RuntimeOptions(**opts)
-                ) as rt:
-                    yield rt
-
-            yield memory
-        return
-    server = request.getfixturevalue("nats_server")
-    namespace = request.getfixturevalue("namespace")
-
-    @asynccontextmanager
-    async def jetstream(workflows: Any = (), **opts: Any) -> AsyncIterator[Runtime]:
-        async with Runtime.connect(
-            server.url, workflows=workflows, worker=True, namespace=namespace, **opts
-        ) as rt:
-            yield rt
-
-    yield jetstream
+    return shared_runtime
 
 
 def test_the_partition_of_an_id_is_stable() -> None:

@@ -4,9 +4,8 @@ workflow's arguments."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -19,7 +18,6 @@ from riverrun import (
     start_child,
     workflow,
 )
-from riverrun.persistence import Backend, open_memory_backend
 
 pytestmark = pytest.mark.anyio
 
@@ -71,40 +69,6 @@ async def tagged(n: int, version: str = "") -> str:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(params=["memory", "jetstream"])
-async def shared_runtime(request: pytest.FixtureRequest) -> AsyncIterator[SharedRuntime]:
-    """``shared_runtime(workflows=..., **options)``: runtimes that share one namespace."""
-    if request.param == "memory":
-        async with open_memory_backend() as shared:
-
-            @contextlib.asynccontextmanager
-            async def same_backend(_codec: Any) -> AsyncIterator[Backend]:
-                yield shared
-
-            @asynccontextmanager
-            async def memory(workflows: Any = (), **opts: Any) -> AsyncIterator[Runtime]:
-                from riverrun import RuntimeOptions
-
-                async with Runtime(
-                    same_backend, workflows=workflows, options=RuntimeOptions(**opts)
-                ) as rt:
-                    yield rt
-
-            yield memory
-        return
-    server = request.getfixturevalue("nats_server")
-    namespace = request.getfixturevalue("namespace")
-
-    @asynccontextmanager
-    async def jetstream(workflows: Any = (), **opts: Any) -> AsyncIterator[Runtime]:
-        async with Runtime.connect(
-            server.url, workflows=workflows, worker=True, namespace=namespace, **opts
-        ) as rt:
-            yield rt
-
-    yield jetstream
 
 
 async def test_a_start_on_a_queue_runs_on_that_queues_worker_through_continue_as_new(
