@@ -7,8 +7,11 @@ hands over gracefully those assigned to another live worker (stops its workflows
 their queued projections finish, then releases the lease), and claims those assigned to it
 (a free or expired lease: a dead worker's partitions are taken once their leases expire).
 Claiming a partition opens its inbox consumer, then resumes every chain in the partition's
-index, which is also the orphan scan. Lease and membership traffic is O(partitions + members)
-per period, never O(workflows). Leaving (the worker stops) hands every partition back.
+index, which is also the orphan scan. A round that sees a change coming before the next period
+(another member's record expiring, or a lease held on a partition assigned here expiring) runs
+the next round right then, not a whole period later: a dead worker's partitions are claimed as
+soon as their leases expire (failover within the TTL), not up to a third of the TTL after.
+Lease and membership traffic is O(partitions + members) per period, never O(workflows). Leaving (the worker stops) hands every partition back.
 
 A lease lost (taken over after it expired: this worker was cut off) stops this worker's
 workflows of that partition at once; the log's append fence makes any append they still try
@@ -20,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import anyio
@@ -47,6 +51,10 @@ class PartitionOwner:
         self.host = socket.gethostname()
         self._wake = anyio.Event()
         self._rounds = 0
+        #: when the last round saw something change before the next period (a member's
+        #: record or a lease expiring): the next round runs then
+        self.next_change: datetime | None = None
+        self._woken_for: datetime | None = None
 
     def __repr__(self) -> str:
         return f"<PartitionOwner queues={self.queues} owned={len(self.leases)}>"
@@ -70,7 +78,7 @@ class PartitionOwner:
             await self.round()
             task_status.started()
             while True:
-                with anyio.move_on_after(period):
+                with anyio.move_on_after(self._until_next_round(period)):
                     await self._wake.wait()
                 self._wake = anyio.Event()
                 try:
@@ -80,6 +88,22 @@ class PartitionOwner:
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 await self.leave()
+
+    def _until_next_round(self, period: float) -> float:
+        """Seconds to the next round: a period, or less when a change is due sooner."""
+        if self.next_change is None:
+            return period
+        # (a change woken for once is not waited for again: a clock that stands still)
+        self._woken_for = self.next_change
+        due = float((self.next_change - self.services.clock.now()).total_seconds())
+        # a little after the expiry, so that it has passed when the round looks
+        return max(0.01, min(period, due + 0.05))
+
+    def _note_change(self, at: datetime) -> None:
+        if at <= self.services.clock.now() or (self._woken_for and at <= self._woken_for):
+            return
+        if self.next_change is None or at < self.next_change:
+            self.next_change = at
 
     @property
     def worker_id(self) -> str:
@@ -103,6 +127,9 @@ class PartitionOwner:
         me = self._member()
         await owners.heartbeat(me)
         members = [m for m in live_members(await owners.members(), self.services) if m.worker_id != me.worker_id]
+        self.next_change = None
+        for member in members:
+            self._note_change(member.expires_at)  # it is gone then, unless it heartbeats
         members.append(me)
         partitions = self.services.backend.partitions
         claimed: list[str] = []
@@ -143,6 +170,12 @@ class PartitionOwner:
                         self.leases[key] = got
                         await self.worker.claim_partition(queue, partition)
                         claimed.append(f"{queue}/{partition}")
+                    else:
+                        # still held (a dead worker's lease not expired yet, or an owner
+                        # handing it over): try again when that lease expires
+                        held = await owners.get_lease(queue, partition)
+                        if held is not None:
+                            self._note_change(held.expires_at)
         if claimed:
             # the first claim is what the worker starts with (``riverrun worker`` prints it);
             # every later change is news

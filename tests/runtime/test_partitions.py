@@ -7,7 +7,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,6 +15,7 @@ from riverrun import Runtime, step, wait_for_signal, workflow
 from riverrun.persistence import (
     DEFAULT_PARTITIONS,
     IncompatibleStoreConfig,
+    Member,
     partition_of,
 )
 from riverrun.runtime._membership import assign
@@ -158,6 +159,49 @@ async def test_partitions_are_handed_over_on_join_and_leave_losing_and_repeating
         assert 0 < b.statistics().started
     # every step of every workflow ran exactly once, whoever hosted it
     assert {(i, w): 1 for i in ids for w in ("before", "after")} == dict(RUNS)
+
+
+async def test_a_dead_workers_partitions_are_claimed_when_its_leases_expire_not_a_period_later(
+    make_runtime: RuntimeMaker,
+) -> None:
+    """Failover within the lease TTL: a worker whose member record and leases run out
+    between two of the survivor's rounds is taken over as soon as they expire. Rounds used
+    to come only every ttl/3 (100 s here), so a kill cost up to ttl + ttl/3 (bench/cluster.py's
+    failover target is ttl + 2 s)."""
+    slow = {"lease_ttl": timedelta(seconds=300)}
+    async with make_runtime(workflows=[waits_then_steps], **slow) as rt:
+        assert rt.worker is not None
+        survivor = rt.worker
+        assert 16 == len(survivor.partitions()["default"])
+        owners = rt.backend.owners
+        expires = datetime.now(UTC) + timedelta(seconds=5)
+        # another worker joins (it will die: its record is never renewed) ...
+        await owners.heartbeat(
+            Member(
+                worker_id="doomed",
+                queues=("default",),
+                workflows=("waits_then_steps",),
+                expires_at=expires,
+            )
+        )
+        survivor.ownership.wake()
+
+        async def handed_over() -> bool:
+            return 8 == len(survivor.partitions()["default"])
+
+        await wait_until(handed_over, timeout=30)
+        # ... takes the partitions handed to it, with leases that outlive its record by 1 s
+        taken = [p for p in range(16) if p not in survivor.partitions()["default"]]
+        for partition in taken:
+            ttl = expires + timedelta(seconds=1) - datetime.now(UTC)
+            assert await owners.acquire("default", partition, "doomed", ttl) is not None
+
+        async def all_back() -> bool:
+            return 16 == len(survivor.partitions()["default"])
+
+        # its record expires, then its leases: the survivor claims them then, long before
+        # its next regular round (100 s)
+        await wait_until(all_back, timeout=60)
 
 
 async def test_a_partition_count_other_than_the_namespaces_is_refused(
