@@ -153,7 +153,8 @@ class WorkflowInstance:
             if isinstance(queue, str):
                 self.queue = queue
         else:
-            head = await services.backend.runs.get_head(self.workflow_id)
+            async with services.rehydrating:
+                head = await services.backend.runs.get_head(self.workflow_id)
             if head is None:
                 self.finished = True
                 return
@@ -189,7 +190,11 @@ class WorkflowInstance:
         jobs: MemoryObjectSendStream[Callable[[], Awaitable[object]]],
         fresh: StoredEvent | None = None,
     ) -> None:
-        machine = await self._load(run_id) if fresh is None else await self._start_fresh(fresh)
+        if fresh is None:
+            async with self.services.rehydrating:
+                machine = await self._load(run_id)
+        else:
+            machine = await self._start_fresh(fresh)
         log_hosted(machine)
         if machine.continued_from_run_id:
             # the hand-over that made this run may have stopped between moving the head and

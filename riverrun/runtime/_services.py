@@ -87,6 +87,7 @@ class Services:
     members_cache: MembersCache = attrs.field(factory=MembersCache)
 
     _step_limiter: anyio.CapacityLimiter | None = None
+    _rehydrating: anyio.CapacityLimiter | None = None
 
     @property
     def clock(self) -> Any:
@@ -98,6 +99,15 @@ class Services:
         if self._step_limiter is None:
             self._step_limiter = anyio.CapacityLimiter(self.options.max_concurrent_steps)
         return self._step_limiter
+
+    @property
+    def rehydrating(self) -> anyio.CapacityLimiter:
+        """The worker-wide bound on chains being read back from the store at once (their head
+        and history): a claimed partition of thousands of chains is resumed a batch at a time,
+        not with thousands of reads going out together (they would time out together)."""
+        if self._rehydrating is None:
+            self._rehydrating = anyio.CapacityLimiter(_REHYDRATING)
+        return self._rehydrating
 
     # -- chains -------------------------------------------------------------------------------
 
@@ -544,6 +554,9 @@ async def _both(first: Callable[[], Awaitable[None]], second: Callable[[], Await
         tg.start_soon(run, second, tg.cancel_scope)
     if errors:
         raise errors[0]
+
+
+_REHYDRATING = 32  # chains read back at once per worker
 
 
 def _bounded_put(cache: dict[str, Any], key: str, value: Any) -> None:

@@ -47,6 +47,7 @@ from ._instance import WorkflowInstance
 from ._logcontext import bind_workflow, install_context_filter
 from ._ownership import PartitionOwner
 from ._quarantine import quarantine_record, warn_unregistered
+from ._resume import resume_partition
 from ._services import Services
 from ._stuck import (
     RestartStreaks,
@@ -353,12 +354,18 @@ class Worker:
     def owns(self, queue: str, partition: int) -> bool:
         return (queue, partition) in self._watches
 
+    def claim_of(self, queue: str, partition: int) -> anyio.CancelScope | None:
+        """The scope of the partition's inbox consumer while it is owned here."""
+        return self._watches.get((queue, partition))
+
     def listening(self, queue: str, partition: int) -> bool:
         """Whether the partition's inbox consumer is open: it hears what is sent from now."""
         return (queue, partition) in self._listening
 
     async def claim_partition(self, queue: str, partition: int) -> None:
-        """Open the partition's inbox consumer, then resume every chain in its index."""
+        """Open the partition's inbox consumer, then resume every chain in its index, in a
+        task of its own: the ownership round that claims goes on at once (renewing leases),
+        however many chains the partition holds."""
         assert self._tg is not None
         scope = anyio.CancelScope()
         # owned from here on, so that what the consumer hears at once is routed, not dropped
@@ -369,9 +376,7 @@ class Worker:
             self._watches.pop((queue, partition), None)
             raise
         self._listening.add((queue, partition))
-        owners = self.services.backend.owners
-        for workflow_id, _ in await owners.index_list(queue, partition):
-            await self.deliver(workflow_id, None, queue=queue)
+        self._tg.start_soon(resume_partition, self, queue, partition, scope)
 
     async def _watch(
         self,

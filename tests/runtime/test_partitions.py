@@ -5,17 +5,24 @@ workflow id always maps to the same partition."""
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import anyio
+import attrs
 import pytest
 
-from riverrun import Runtime, step, wait_for_signal, workflow
+from riverrun import Runtime, RuntimeOptions, step, wait_for_signal, workflow
+from riverrun._errors import StoreUnavailable
 from riverrun.persistence import (
     DEFAULT_PARTITIONS,
+    Backend,
     IncompatibleStoreConfig,
     Member,
+    open_memory_backend,
     partition_of,
 )
 from riverrun.runtime._membership import assign
@@ -204,6 +211,80 @@ async def test_a_dead_workers_partitions_are_claimed_when_its_leases_expire_not_
         await wait_until(all_back, timeout=60)
 
 
+class GatedIndex:
+    """An ownership store whose index listing fails once per partition (the store
+    unreachable), then waits for ``gate``."""
+
+    def __init__(self, owners: Any) -> None:
+        self._owners = owners
+        self.gate = anyio.Event()
+        self.failed: set[tuple[str, int]] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._owners, name)
+
+    async def index_list(self, queue: str, partition: int) -> list[tuple[str, str]]:
+        if (queue, partition) not in self.failed:
+            self.failed.add((queue, partition))
+            raise StoreUnavailable("the index is out of reach (injected)")
+        await self.gate.wait()
+        listed: list[tuple[str, str]] = await self._owners.index_list(queue, partition)
+        return listed
+
+
+async def test_claiming_partitions_does_not_wait_for_their_workflows_to_resume() -> None:
+    """A worker's first ownership round used to resume every chain of the partitions it
+    claimed before going on: with thousands of workflows per partition the round outlasted
+    the lease TTL (bench/ownership.py: 27 s for 10,000), and an index listing that failed
+    failed the round (the worker did not start, or a claim never resumed its workflows).
+    Claims now resume in the background, retrying the listing while the store is out."""
+    RUNS.clear()
+    ids = [f"resume-{i}" for i in range(6)]
+    async with open_memory_backend() as shared:
+
+        def runtime(backend: Backend) -> Runtime:
+            @contextlib.asynccontextmanager
+            async def factory(_codec: Any) -> AsyncIterator[Backend]:
+                yield backend
+
+            return Runtime(
+                factory,
+                workflows=[waits_then_steps],
+                options=RuntimeOptions(lease_ttl=timedelta(seconds=30), passivate_after=None),
+            )
+
+        async with runtime(shared) as first:
+            for i in ids:
+                await first.client.start(waits_then_steps, i, workflow_id=i)
+
+            async def all_waiting() -> bool:
+                return all(RUNS[(i, "before")] == 1 for i in ids)
+
+            await wait_until(all_waiting, timeout=20)
+        gated = GatedIndex(shared.owners)
+        # (fail_after: without the fix the runtime never starts, its round waits for the index)
+        with anyio.fail_after(60):
+            async with runtime(attrs.evolve(shared, owners=gated)) as second:
+                assert second.worker is not None
+                # every partition is claimed, none of its workflows is resumed yet
+                assert 16 == len(second.worker.partitions()["default"])
+                assert 0 == second.worker.statistics().active
+                gated.gate.set()
+
+                async def all_resumed() -> bool:
+                    assert second.worker is not None
+                    return len(ids) == second.worker.statistics().active
+
+                await wait_until(all_resumed, timeout=20)
+                for i in ids:
+                    await second.client.get_handle(i).signal("go", "resumed")
+                for i in ids:
+                    handle = second.client.get_handle(i)
+                    assert "before-resumed-after" == await handle.result(timeout=20)
+        assert 16 == len(gated.failed)
+    assert {(i, w): 1 for i in ids for w in ("before", "after")} == dict(RUNS)
+
+
 async def test_a_partition_count_other_than_the_namespaces_is_refused(
     make_runtime: RuntimeMaker,
 ) -> None:
@@ -211,3 +292,69 @@ async def test_a_partition_count_other_than_the_namespaces_is_refused(
         assert DEFAULT_PARTITIONS == rt.backend.partitions
         with pytest.raises(IncompatibleStoreConfig, match="has 16 partitions per queue"):
             await rt.backend.owners.partitions(8)
+
+
+class CountingHeads:
+    """A run store that counts the chain-head reads in flight at once."""
+
+    def __init__(self, runs: Any) -> None:
+        self._runs = runs
+        self.in_flight = 0
+        self.peak = 0
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runs, name)
+
+    async def get_head(self, workflow_id: str) -> Any:
+        self.in_flight += 1
+        self.reads += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await anyio.sleep(0.005)  # a store round trip
+            return await self._runs.get_head(workflow_id)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_a_claimed_partition_is_read_back_a_batch_at_a_time() -> None:
+    """Claiming partitions that hold many chains reads them back from the store a bounded
+    number at a time: 10,000 head and history reads sent together time out together, and
+    every workflow then restarts (bench/ownership.py found it)."""
+    RUNS.clear()
+    ids = [f"many-{i}" for i in range(200)]
+    async with open_memory_backend() as shared:
+
+        def runtime(backend: Backend) -> Runtime:
+            @contextlib.asynccontextmanager
+            async def factory(_codec: Any) -> AsyncIterator[Backend]:
+                yield backend
+
+            return Runtime(
+                factory,
+                workflows=[waits_then_steps],
+                options=RuntimeOptions(passivate_after=None),
+            )
+
+        async with runtime(shared) as first:
+            for i in ids:
+                await first.client.start(waits_then_steps, i, workflow_id=i)
+
+            async def all_waiting() -> bool:
+                return all(RUNS[(i, "before")] == 1 for i in ids)
+
+            await wait_until(all_waiting, timeout=30)
+        counting = CountingHeads(shared.runs)
+        async with runtime(attrs.evolve(shared, runs=counting)) as second:
+            assert second.worker is not None
+
+            async def all_resumed() -> bool:
+                assert second.worker is not None
+                return len(ids) == second.worker.statistics().active
+
+            await wait_until(all_resumed, timeout=60)
+            assert counting.reads > 32  # (so the bound below shows something)
+            assert 1 < counting.peak <= 32
+            for i in ids[:5]:
+                await second.client.get_handle(i).signal("go", "back")
+                assert "before-back-after" == await second.client.get_handle(i).result(timeout=20)
