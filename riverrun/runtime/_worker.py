@@ -105,7 +105,8 @@ class WorkflowActor(Actor):
             self.worker._parked[instance.workflow_id] = str(err)
             await self.worker._note_parked(instance)
         except ConcurrencyConflict as err:
-            ended = await ended_by_another_writer(self.worker.services.backend, instance.key)
+            services = self.worker.services
+            ended = await ended_by_another_writer(services.backend, instance.key)
             if ended is not None:
                 log.warning(
                     "workflow %s: its run was ended by another writer (%s); letting it go: %s",
@@ -113,6 +114,15 @@ class WorkflowActor(Actor):
                     ended,
                     err,
                 )
+            elif self.worker.owns(instance.queue, services.partition_of(instance.workflow_id)):
+                # Nobody else may write here: a write that met an earlier try of itself (an
+                # ack lost in an outage, a store that had not caught up after a restart).
+                # Letting go would leave the workflow hosted by no one: reload its history and
+                # decide again, as after any crash (parked if it keeps failing the same way).
+                if not self.worker._crashed(instance, err):
+                    await self.worker._restarting(instance, err)
+                    raise
+                await self.worker._note_parked(instance)
             else:
                 log.warning(
                     "workflow %s: another worker owns it now: %s", instance.workflow_id, err

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from riverrun import execute_child, step, workflow
-from riverrun.persistence import StoreUnavailable
+from riverrun.persistence import ConcurrencyConflict, StoreUnavailable
 
 from .conftest import RuntimeFactory
 
@@ -103,3 +103,35 @@ async def test_a_child_that_ends_before_its_parent_recorded_its_start_is_not_los
 
         assert 16 == await handle.result(timeout=30)
     assert ["pp-5"] == faults
+
+
+@workflow()
+async def one_step(x: int) -> int:
+    return await triple(x)
+
+
+async def test_a_write_conflict_on_a_worker_that_owns_the_workflow_reloads_it(
+    make_runtime: RuntimeFactory,
+) -> None:
+    # An append the store refuses as a conflict although no one else writes there (after a
+    # nats-server was killed and restarted, a retried append of a child's first event was
+    # refused while the subject read back empty). The worker still owns the workflow's
+    # partition: letting the workflow go left it hosted by no one until a message came, and
+    # here none comes. It must reload the history and decide again.
+    faults: list[str] = []
+    async with make_runtime(workflows=[one_step]) as rt:
+        events = rt.backend.events
+        append = events.append
+
+        async def conflict_once(key: Any, event: Any, **kwargs: Any) -> int:
+            if key.workflow_id == "os-8" and event.type == "step.completed" and not faults:
+                faults.append(key.workflow_id)
+                raise ConcurrencyConflict("injected: the store refused the append as a conflict")
+            return await append(key, event, **kwargs)
+
+        events.append = conflict_once  # type: ignore[method-assign]
+        handle = await rt.client.start(one_step, 8, workflow_id="os-8")
+
+        assert 24 == await handle.result(timeout=20)
+        assert rt.worker is not None and rt.worker.statistics().restarts >= 1
+    assert ["os-8"] == faults
