@@ -211,6 +211,18 @@ async def test_a_dead_workers_partitions_are_claimed_when_its_leases_expire_not_
         await wait_until(all_back, timeout=60)
 
 
+def on_backend(backend: Backend) -> Runtime:
+    """A runtime (worker included, passivation off) on ``backend``, as it is."""
+
+    @contextlib.asynccontextmanager
+    async def factory(_codec: Any) -> AsyncIterator[Backend]:
+        yield backend
+
+    return Runtime(
+        factory, workflows=[waits_then_steps], options=RuntimeOptions(passivate_after=None)
+    )
+
+
 class GatedIndex:
     """An ownership store whose index listing fails once per partition (the store
     unreachable), then waits for ``gate``."""
@@ -242,18 +254,7 @@ async def test_claiming_partitions_does_not_wait_for_their_workflows_to_resume()
     ids = [f"resume-{i}" for i in range(6)]
     async with open_memory_backend() as shared:
 
-        def runtime(backend: Backend) -> Runtime:
-            @contextlib.asynccontextmanager
-            async def factory(_codec: Any) -> AsyncIterator[Backend]:
-                yield backend
-
-            return Runtime(
-                factory,
-                workflows=[waits_then_steps],
-                options=RuntimeOptions(lease_ttl=timedelta(seconds=30), passivate_after=None),
-            )
-
-        async with runtime(shared) as first:
+        async with on_backend(shared) as first:
             for i in ids:
                 await first.client.start(waits_then_steps, i, workflow_id=i)
 
@@ -264,7 +265,7 @@ async def test_claiming_partitions_does_not_wait_for_their_workflows_to_resume()
         gated = GatedIndex(shared.owners)
         # (fail_after: without the fix the runtime never starts, its round waits for the index)
         with anyio.fail_after(60):
-            async with runtime(attrs.evolve(shared, owners=gated)) as second:
+            async with on_backend(attrs.evolve(shared, owners=gated)) as second:
                 assert second.worker is not None
                 # every partition is claimed, none of its workflows is resumed yet
                 assert 16 == len(second.worker.partitions()["default"])
@@ -325,18 +326,7 @@ async def test_a_claimed_partition_is_read_back_a_batch_at_a_time() -> None:
     ids = [f"many-{i}" for i in range(200)]
     async with open_memory_backend() as shared:
 
-        def runtime(backend: Backend) -> Runtime:
-            @contextlib.asynccontextmanager
-            async def factory(_codec: Any) -> AsyncIterator[Backend]:
-                yield backend
-
-            return Runtime(
-                factory,
-                workflows=[waits_then_steps],
-                options=RuntimeOptions(passivate_after=None),
-            )
-
-        async with runtime(shared) as first:
+        async with on_backend(shared) as first:
             for i in ids:
                 await first.client.start(waits_then_steps, i, workflow_id=i)
 
@@ -345,7 +335,7 @@ async def test_a_claimed_partition_is_read_back_a_batch_at_a_time() -> None:
 
             await wait_until(all_waiting, timeout=30)
         counting = CountingHeads(shared.runs)
-        async with runtime(attrs.evolve(shared, runs=counting)) as second:
+        async with on_backend(attrs.evolve(shared, runs=counting)) as second:
             assert second.worker is not None
 
             async def all_resumed() -> bool:
