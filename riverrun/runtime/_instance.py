@@ -66,6 +66,7 @@ from ._logcontext import (
 from ._machine import Cancelled, Completed, ContinuedAsNew, Failed, Outcome, WorkflowMachine
 from ._patching import marker_data, replay_order
 from ._quarantine import note_quarantined, quarantine_record, unusable
+from ._services import STOPPING
 from ._step_errors import bounded_message, error_details, error_message
 from ._typed_calls import bind_converter, step_function
 from ._versions import pin_version, record_version
@@ -124,7 +125,7 @@ class WorkflowInstance:
         """Something arrived in this workflow's inbox."""
         self._inbox_dirty = True
         self._wakeup.set()
-        if message is not None and message.kind in _STOPPING:
+        if message is not None and message.kind in STOPPING:
             for scope in self._steps.values():
                 scope.cancel()  # steps in flight are cancelled cooperatively
 
@@ -834,7 +835,7 @@ class WorkflowInstance:
             command.workflow_id,
             policy,
         )
-        await self._close_child(machine, command.workflow_id, policy)
+        await self.services.close_child(self.workflow_id, machine.run_id, command.workflow_id, policy)
 
     async def _start_child_chain(self, command: StartChild) -> str:
         assert self.key is not None
@@ -1029,18 +1030,7 @@ class WorkflowInstance:
 
     async def _close_children(self, machine: WorkflowMachine) -> None:
         for child_id, policy in list(machine.children.items()):
-            await self._close_child(machine, child_id, policy)
-
-    async def _close_child(self, machine: WorkflowMachine, child_id: str, policy: str) -> None:
-        """Apply a parent-close policy to one child (idempotent per run and child)."""
-        if policy in _STOPPING:  # the policy's value is the inbox message's kind
-            await self.services.backend.inbox.send(
-                child_id,
-                policy,
-                {"reason": f"parent {self.workflow_id} closed ({policy})"},
-                idempotency_id=f"close:{machine.run_id}:{child_id}",
-                queue=await self.services.queue_of(child_id),
-            )
+            await self.services.close_child(self.workflow_id, machine.run_id, child_id, policy)
 
     async def _complete_chain(
         self, machine: WorkflowMachine, outcome: Outcome, run_id: str, cursor: int
@@ -1165,7 +1155,6 @@ _STEP_RESULTS = frozenset(
 )
 
 #: inbox kinds that stop a workflow: parent-close policies ``cancel`` and ``terminate``
-_STOPPING = frozenset({"cancel", "terminate"})
 
 _TERMINAL_TYPES = frozenset(
     {

@@ -39,7 +39,10 @@ from ._telemetry import Telemetry, carrier, end_span
 if TYPE_CHECKING:
     from opentelemetry.context import Context
 
-__all__ = ["ChainEnd", "Services"]
+__all__ = ["STOPPING", "ChainEnd", "Services"]
+
+#: inbox message kinds that stop a run (also the parent-close policies that send one)
+STOPPING = frozenset({"cancel", "terminate"})
 
 
 @attrs.define(eq=False)
@@ -305,6 +308,21 @@ class Services:
             idempotency_id=f"start:{run_id}",
             queue=queue,
         )
+
+    async def close_child(
+        self, parent_workflow_id: str, parent_run_id: str, child_id: str, policy: str
+    ) -> None:
+        """Apply a parent-close policy to one child of a run that ended (idempotent per run
+        and child): ``cancel`` and ``terminate`` are sent as the inbox message of that kind,
+        ``abandon`` leaves the child alone."""
+        if policy in STOPPING:
+            await self.backend.inbox.send(
+                child_id,
+                policy,
+                {"reason": f"parent {parent_workflow_id} closed ({policy})"},
+                idempotency_id=f"close:{parent_run_id}:{child_id}",
+                queue=await self.queue_of(child_id),
+            )
 
     # -- queues and partitions -----------------------------------------------------------------
 

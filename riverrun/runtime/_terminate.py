@@ -52,9 +52,6 @@ _CHILD_ENDS = frozenset(
         EventType.CHILD_CANCELLED.value,
     }
 )
-#: parent-close policies that stop a child (the policy is the inbox message's kind)
-_STOPPING = frozenset({"cancel", "terminate"})
-
 
 @attrs.frozen(kw_only=True)
 class TerminateOutcome:
@@ -172,14 +169,7 @@ async def _project(
     parent = _parent_of(history)
     children, timers = _open_children_and_timers(history)
     for child_id, policy in children.items():
-        if policy in _STOPPING:
-            await backend.inbox.send(
-                child_id,
-                policy,
-                {"reason": f"parent {workflow_id} closed ({policy})"},
-                idempotency_id=f"close:{run_id}:{child_id}",
-                queue=await services.queue_of(child_id),
-            )
+        await services.close_child(workflow_id, run_id, child_id, policy)
     for timer_id in timers:
         await backend.inbox.cancel_schedule(workflow_id, timer_id)
     if parent:
