@@ -11,7 +11,8 @@ index, which is also the orphan scan. A round that sees a change coming before t
 (another member's record expiring, or a lease held on a partition assigned here expiring) runs
 the next round right then, not a whole period later: a dead worker's partitions are claimed as
 soon as their leases expire (failover within the TTL), not up to a third of the TTL after.
-Lease and membership traffic is O(partitions + members) per period, never O(workflows). Leaving (the worker stops) hands every partition back.
+Lease and membership traffic is O(partitions + members) per period, never O(workflows).
+Leaving (the worker stops) hands every partition back.
 
 A lease lost (taken over after it expired: this worker was cut off) stops this worker's
 workflows of that partition at once; the log's append fence makes any append they still try
