@@ -39,6 +39,7 @@ from .._errors import (
     StorePermissionDenied,
     StoreUnavailable,
 )
+from ._jetstream_requests import Reply, Requests
 from ._redact import redact_url
 
 __all__ = [
@@ -215,6 +216,7 @@ class JetStreamConnection:
         self.url = redact_url(url)
         self.timeout = request_timeout
         self.server_errors = server_errors if server_errors is not None else ServerErrors()
+        self._requests = Requests(nc) if Requests.supported(nc) else None
 
     def __repr__(self) -> str:
         state = "connected" if self.nc.is_connected else "disconnected"
@@ -232,6 +234,19 @@ class JetStreamConnection:
     def max_payload(self) -> int:
         return int(self.nc.max_payload)
 
+    async def request(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None = None
+    ) -> Reply:
+        """One request on the lean path (``Requests``): the reply's body and headers.
+
+        Raises nats-py's errors (``TimeoutError``, ``NoRespondersError``, ...), translated by
+        the caller's ``translate_errors``.
+        """
+        if self._requests is not None:
+            return await self._requests.request(subject, payload, headers, self.timeout)
+        msg = await self.nc.request(subject, payload, timeout=self.timeout, headers=headers)
+        return msg.data, msg.headers
+
     async def publish(
         self, subject: str, payload: bytes, headers: dict[str, str] | None
     ) -> dict[str, Any]:
@@ -243,14 +258,14 @@ class JetStreamConnection:
         if not self.nc.is_connected:
             self.check_connected(f"publish to {subject}")
         try:
-            msg = await self.nc.request(subject, payload, timeout=self.timeout, headers=headers)
+            data, _ = await self.request(subject, payload, headers)
         except nats.errors.NoRespondersError:
             raise nats.js.errors.NoStreamResponseError from None
-        return self._ack(msg)
+        return self._ack(data)
 
     @staticmethod
-    def _ack(msg: Msg) -> dict[str, Any]:
-        ack: dict[str, Any] = json.loads(msg.data)
+    def _ack(data: bytes) -> dict[str, Any]:
+        ack: dict[str, Any] = json.loads(data)
         error = ack.get("error")
         if error is not None:
             raise JsApiError(
@@ -263,33 +278,55 @@ class JetStreamConnection:
     async def direct_last(self, stream: str, subject: str) -> Msg | None:
         """The last message on ``subject`` (direct get), ``None`` if there is none."""
         self.check_connected(f"read the last message of {subject}")
-        msg = await self.nc.request(
-            f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", timeout=self.timeout
-        )
-        return self._direct_result(msg)
+        reply = await self.request(f"$JS.API.DIRECT.GET.{stream}.{subject}", b"")
+        return self._direct_result(subject, reply)
 
     async def direct_seq(self, stream: str, seq: int) -> Msg | None:
         """The message at stream sequence ``seq``, ``None`` if there is none."""
         self.check_connected(f"read message {seq} of {stream}")
-        msg = await self.nc.request(
-            f"$JS.API.DIRECT.GET.{stream}",
-            json.dumps({"seq": seq}).encode(),
-            timeout=self.timeout,
+        reply = await self.request(
+            f"$JS.API.DIRECT.GET.{stream}", json.dumps({"seq": seq}).encode()
         )
-        return self._direct_result(msg)
+        return self._direct_result("", reply)
 
-    @staticmethod
-    def _direct_result(msg: Msg) -> Msg | None:
-        headers = msg.headers
+    def _direct_result(self, subject: str, reply: Reply) -> Msg | None:
+        data, headers = reply
         # a stored message always has Nats-Sequence: a "Status" header on it is its own
-        if not msg.data and headers is not None and "Nats-Sequence" not in headers:
+        if not data and headers is not None and "Nats-Sequence" not in headers:
             status = headers.get("Status")
             if status == "404":
                 return None
             if status is not None:
                 description = str(headers.get("Description", ""))
                 raise JsApiError(int(status), 0, description or f"direct get status {status}")
-        return msg
+        if headers is not None:
+            subject = headers.get("Nats-Subject", subject)
+        return Msg(_client=self.nc, subject=subject, data=data, headers=headers)
+
+    async def kv_get(self, bucket: str, key: str) -> tuple[bytes, int] | None:
+        """A KV entry's value and revision (one direct get), ``None`` if absent, deleted or
+        purged. ``key`` is already a valid KV key."""
+        msg = await self.direct_last(f"KV_{bucket}", f"$KV.{bucket}.{key}")
+        if msg is None:
+            return None
+        headers = msg.headers or {}
+        if headers.get("KV-Operation") in ("DEL", "PURGE"):
+            return None
+        return msg.data, int(headers.get("Nats-Sequence", "0"))
+
+    async def kv_put(
+        self, bucket: str, key: str, value: bytes, *, expected_revision: int | None
+    ) -> int:
+        """Write a KV entry: unconditionally (``expected_revision`` -1), only if the key holds
+        nothing (``None``: ``JsApiError`` 10071 if it holds anything, a delete or purge marker
+        included), or only at that revision. Returns the new revision."""
+        headers = (
+            None
+            if expected_revision == -1
+            else {"Nats-Expected-Last-Subject-Sequence": str(expected_revision or 0)}
+        )
+        ack = await self.publish(f"$KV.{bucket}.{key}", value, headers)
+        return int(ack["seq"])
 
     async def direct_batch(
         self,
@@ -352,10 +389,10 @@ class JetStreamConnection:
             request["keep"] = keep
         if seq is not None:
             request["seq"] = seq
-        msg = await self.nc.request(
-            f"$JS.API.STREAM.PURGE.{stream}", json.dumps(request).encode(), timeout=self.timeout
+        data, _ = await self.request(
+            f"$JS.API.STREAM.PURGE.{stream}", json.dumps(request).encode()
         )
-        self._ack(msg)
+        self._ack(data)
 
     async def ensure_stream(
         self, config: StreamConfig, *, required: dict[str, Any], what: str

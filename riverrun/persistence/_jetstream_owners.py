@@ -198,7 +198,7 @@ class JetStreamOwnershipStore:
     async def index_add(self, queue: str, partition: int, workflow_id: str, run_id: str) -> None:
         key = _index_key(queue, partition, workflow_id, run_id)
         with translate_errors(self._conn, f"index running workflow {workflow_id}"):
-            await self._index.put(key, b"")
+            await self._conn.kv_put(self._index_bucket, key, b"", expected_revision=-1)
 
     async def index_remove(self, queue: str, partition: int, workflow_id: str, run_id: str) -> None:
         subject = f"$KV.{self._index_bucket}.{_index_key(queue, partition, workflow_id, run_id)}"
@@ -240,11 +240,8 @@ class JetStreamOwnershipStore:
             start = int(headers["Nats-Sequence"]) + 1
 
     async def _get_raw(self, kv: KeyValue, key: str) -> tuple[bytes, int] | None:
-        try:
-            entry = await kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        return (entry.value or b""), int(entry.revision or 0)
+        bucket = self._owners_bucket if kv is self._owners else self._index_bucket
+        return await self._conn.kv_get(bucket, key)
 
     def _decode(self, data: bytes, cls: type[Any], what: str) -> Any:
         value = self._codec.loads(data, what=what)

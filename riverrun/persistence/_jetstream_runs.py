@@ -19,7 +19,13 @@ from nats.js.kv import KeyValue
 
 from .._errors import ConcurrencyConflict, IncompatibleStoreConfig, PersistenceError
 from ._codec import Codec
-from ._jetstream_conn import JetStreamConnection, translate_errors
+from ._jetstream_conn import (
+    ERR_WRONG_LAST_SEQUENCE,
+    ERR_WRONG_LAST_SEQUENCE_CONST,
+    JetStreamConnection,
+    JsApiError,
+    translate_errors,
+)
 from ._jetstream_names import Names, escape_token
 from ._model import ChainHead, RunStatus, Versioned, WorkflowRun
 from ._protocols import Clock
@@ -28,6 +34,8 @@ from ._quarantine import Quarantine, QuarantinedMessage
 __all__ = ["JetStreamRunStore", "open_kv_bucket"]
 
 T = TypeVar("T")
+
+_WRONG_LAST = (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CONST)
 
 _LIST_BATCH = 1000
 
@@ -177,11 +185,7 @@ class JetStreamRunStore:
     # -- internals -------------------------------------------------------------------------
 
     async def _get_raw(self, kv: KeyValue, key: str) -> tuple[bytes, int] | None:
-        try:
-            entry = await kv.get(key)
-        except nats.js.errors.KeyNotFoundError:  # also deleted / purged keys
-            return None
-        return (entry.value or b""), int(entry.revision or 0)
+        return await self._conn.kv_get(self._bucket(kv), key)
 
     async def _get(self, kv: KeyValue, ident: str, cls: type[T], what: str) -> Versioned[T] | None:
         with translate_errors(self._conn, f"read {what}"):
@@ -189,6 +193,9 @@ class JetStreamRunStore:
         if raw is None:
             return None
         return Versioned(value=self._decode(raw[0], cls, what), revision=raw[1])
+
+    def _bucket(self, kv: KeyValue) -> str:
+        return self._names.runs_bucket if kv is self._runs else self._names.heads_bucket
 
     def _decode(self, data: bytes, cls: type[T], what: str) -> T:
         value: Any = self._codec.loads(data, what=what)
@@ -206,10 +213,19 @@ class JetStreamRunStore:
         key = escape_token(ident)
         with translate_errors(self._conn, f"write {what}"):
             try:
-                if expected_revision is None:
-                    return int(await kv.create(key, data))
-                return int(await kv.update(key, data, last=expected_revision))
-            except nats.js.errors.KeyWrongLastSequenceError as exc:
+                try:
+                    return await self._conn.kv_put(
+                        self._bucket(kv), key, data, expected_revision=expected_revision
+                    )
+                except JsApiError as exc:
+                    if exc.err_code not in _WRONG_LAST or expected_revision is not None:
+                        raise
+                # a create over a delete or purge marker: nats-py's create takes the marker's
+                # revision (and fails as below if the key holds a value)
+                return int(await kv.create(key, data))
+            except (nats.js.errors.KeyWrongLastSequenceError, JsApiError) as exc:
+                if isinstance(exc, JsApiError) and exc.err_code not in _WRONG_LAST:
+                    raise
                 if expected_revision is None:
                     raise ConcurrencyConflict(
                         f"{what} already exists; read it and update it with its revision"

@@ -374,6 +374,28 @@ class RunStoreContract:
 
         assert None is await run_store.get_run(run.run_id)
 
+    async def test_a_deleted_record_or_head_can_be_created_again(self, run_store: RunStore) -> None:
+        run = make_run(new_id("wf"))
+        head = ChainHead(
+            workflow_id=run.workflow_id, workflow_name="n", first_run_id="r1", current_run_id="r1"
+        )
+        await run_store.put_run(run, expected_revision=None)
+        await run_store.put_head(head, expected_revision=None)
+        await run_store.delete_run(run.run_id)
+        await run_store.delete_head(run.workflow_id)
+
+        revision = await run_store.put_run(run, expected_revision=None)
+        head_revision = await run_store.put_head(head, expected_revision=None)
+        got, got_head = await run_store.get_run(run.run_id), await run_store.get_head(
+            run.workflow_id
+        )
+        assert got is not None and (run, revision) == (got.value, got.revision)
+        assert got_head is not None and (head, head_revision) == (got_head.value, got_head.revision)
+        with pytest.raises(ConcurrencyConflict):  # and it exists again
+            await run_store.put_run(run, expected_revision=None)
+        with pytest.raises(ConcurrencyConflict):
+            await run_store.put_head(head, expected_revision=None)
+
     async def test_list_runs_filters_and_orders_by_creation(self, run_store: RunStore) -> None:
         wf, other = new_id("wf"), new_id("wf")
         t0 = datetime.now(UTC)

@@ -372,3 +372,32 @@ async def test_truncation_keeps_the_last_events_whatever_foreign_messages_follow
     await backend.events.truncate(key, keep_last=2)
     assert [5, 6] == [e.data["i"] for e in await backend.events.read(key)]
     assert 6 == await backend.events.last_sequence(key)
+
+
+async def test_truncating_to_the_event_just_appended_reads_nothing_and_keeps_it(
+    backend: Backend, other: Backend
+) -> None:
+    key = new_key()
+    log = _log(backend)
+    for i in range(1, 4):
+        await backend.events.append(key, ev(i=i), expected_last=i - 1, idempotency_id=str(i))
+    subjects: list[str] = []
+    request = log._conn.request
+
+    async def counting(subject: str, payload: bytes, headers: Any = None) -> Any:
+        subjects.append(subject)
+        return await request(subject, payload, headers)
+
+    log._conn.request = counting  # type: ignore[method-assign]
+    await backend.events.truncate(key, keep_last=1)
+    # the writer knows its own tail: one purge, no read of the tail
+    assert [s for s in subjects if "DIRECT.GET" in s] == [], subjects
+    assert [3] == [e.data["i"] for e in await backend.events.read(key)]
+    # a reader that found a foreign message last does not take it for riverrun's tail
+    await log._conn.js.publish(log._run(key).subject, b"foreign", headers=None)
+    assert 3 == await other.events.last_sequence(key)
+    await other.events.truncate(key, keep_last=1)
+    assert [3] == [e.data["i"] for e in await other.events.read(key)]
+    await other.events.append(key, ev(i=4), expected_last=3, idempotency_id="4")
+    await other.events.truncate(key, keep_last=1)
+    assert [4] == [e.data["i"] for e in await backend.events.read(key)]

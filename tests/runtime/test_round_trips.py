@@ -1,7 +1,8 @@
 """Store round trips per workflow, counted by wrapping the store.
 
 Memory: every call of the backend's protocols (event log, run store, inbox) is one round
-trip. JetStream: every request and publish on the backend's NATS connection is one.
+trip. JetStream: every request and publish on the backend's NATS connection is one (counted on
+the connection's own request path and on nats-py's).
 Lease operations are counted apart and left out of the budget: ownership is by per-partition
 leases and worker membership (renewed per partition and per worker, not per workflow). The
 per-partition index of running chains is per workflow, and counted.
@@ -166,8 +167,9 @@ def count_nats(rt: Runtime, counter: RoundTrips) -> None:
             return " ".join(p.lower() for p in parts[2:4])
         return f"publish {parts[2] if len(parts) > 2 else subject}"
 
-    for attr in ("request", "publish"):
-        original = getattr(nc, attr)
+    # the connection's lean request path, and nats-py's own for everything else
+    for owner, attr in ((conn, "request"), (nc, "request"), (nc, "publish")):
+        original = getattr(owner, attr)
 
         def make(original: Callable[..., Any]) -> Callable[..., Any]:
             async def call(subject: str, *args: Any, **kwargs: Any) -> Any:
@@ -184,7 +186,7 @@ def count_nats(rt: Runtime, counter: RoundTrips) -> None:
 
             return call
 
-        setattr(nc, attr, make(original))
+        setattr(owner, attr, make(original))
 
 
 _inside: contextvars.ContextVar[bool] = contextvars.ContextVar("inside", default=False)
