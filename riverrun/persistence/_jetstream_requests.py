@@ -14,7 +14,7 @@ fenced publish. :class:`Requests` keeps what matters and drops the rest:
 - the reply handed to its future from the connection's read loop itself, without a ``Msg``;
   nats-py's own ``_process_msg`` still parses the headers of a reply that has any (so the
   stored-status guard applies) and handles every other subscription as before;
-- the timeout as one ``call_later`` on that future;
+- timeouts checked by one sweep every 0.1 s while requests wait, not a timer each;
 
 - the command appended to nats-py's pending buffer (so it keeps its order with everything
   else sent on the connection, and is buffered across a reconnect as nats-py does) and written
@@ -42,6 +42,8 @@ __all__ = ["Reply", "Requests"]
 Reply = tuple[bytes, "dict[str, str] | None"]
 
 _NO_RESPONDERS = "503"
+#: how often waiting requests are checked for their timeout (the precision of a timeout)
+_SWEEP_SECONDS = 0.1
 _PARTS = ("_process_msg", "_process_headers", "_pending", "_transport", "_flush_queue")
 
 
@@ -56,6 +58,9 @@ class Requests:
         self._sid: int | None = None
         self._opening: asyncio.Future[None] | None = None
         self._flush_soon = False
+        #: when each waiting request times out (loop time)
+        self._deadlines: dict[bytes, float] = {}
+        self._sweeping = False
 
     @staticmethod
     def supported(nc: NatsClient) -> bool:
@@ -97,7 +102,10 @@ class Requests:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
         self._waiting[token] = future
-        timer = loop.call_later(timeout, _expire, future)
+        self._deadlines[token] = loop.time() + timeout
+        if not self._sweeping:
+            self._sweeping = True
+            loop.call_later(_SWEEP_SECONDS, self._sweep)
         try:
             nc.stats["out_msgs"] += 1
             nc.stats["out_bytes"] += len(payload)
@@ -108,11 +116,27 @@ class Requests:
                 loop.call_soon(self._flush)
             data, reply_headers = await future
         finally:
-            timer.cancel()
             self._waiting.pop(token, None)
+            self._deadlines.pop(token, None)
         if not data and reply_headers and reply_headers.get("Status") == _NO_RESPONDERS:
             raise nats.errors.NoRespondersError
         return data, reply_headers
+
+    def _sweep(self) -> None:
+        """Time out the requests whose deadline passed (a timer per request would cost a
+        heap push and a cancel each); runs every ``_SWEEP_SECONDS`` while any is waiting."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        expired = [token for token, deadline in self._deadlines.items() if deadline <= now]
+        for token in expired:
+            del self._deadlines[token]
+            future = self._waiting.pop(token, None)
+            if future is not None and not future.done():
+                future.set_exception(nats.errors.TimeoutError())
+        if self._deadlines:
+            loop.call_later(_SWEEP_SECONDS, self._sweep)
+        else:
+            self._sweeping = False
 
     def _flush(self) -> None:
         """Write what is pending at the end of this loop turn: every request made in the
@@ -181,6 +205,3 @@ async def _ignore(_msg: Any) -> None:
     """The reply subscription's callback: never called (the hook takes its messages)."""
 
 
-def _expire(future: asyncio.Future[Reply]) -> None:
-    if not future.done():
-        future.set_exception(nats.errors.TimeoutError())

@@ -21,6 +21,7 @@ link that recovery completes, never two successors.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import math
@@ -102,7 +103,9 @@ class WorkflowInstance:
         #: steps running, by position: the cancel scope of each one's task
         self._steps: dict[int, anyio.CancelScope] = {}
         #: one writer per run: appends are serialized (steps end concurrently)
-        self._record_lock = anyio.Lock(fast_acquire=True)
+        # (asyncio's lock: taking a free one costs no task lookup; anyio's Lock looks the
+        # current task up on acquire and release, twice per recorded event)
+        self._record_lock = asyncio.Lock()
         self._skipped_to = 0
         self._link: StoredEvent | None = None
         #: cancelled by ``stop()``: the worker hands the workflow's partition over
@@ -1090,7 +1093,8 @@ class WorkflowInstance:
 
 class _Slot:
     """``async with limiter``, without its two scheduling points when a token is free (the
-    step's own awaits are where it can be cancelled)."""
+    step's own awaits are where it can be cancelled), borrowed by the slot itself rather
+    than by the current task (which anyio would look up on acquire and release)."""
 
     __slots__ = ("_limiter",)
 
@@ -1099,12 +1103,12 @@ class _Slot:
 
     async def __aenter__(self) -> None:
         try:
-            self._limiter.acquire_nowait()
+            self._limiter.acquire_on_behalf_of_nowait(self)
         except anyio.WouldBlock:
-            await self._limiter.acquire()
+            await self._limiter.acquire_on_behalf_of(self)
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._limiter.release()
+        self._limiter.release_on_behalf_of(self)
 
 
 def _ends_pending_child(machine: WorkflowMachine, message: InboxMessage) -> bool:
