@@ -171,15 +171,17 @@ class WorkflowInstance:
         self._host_scope = anyio.CancelScope()
         if self._stopping:
             self._host_scope.cancel()
-        send, receive = anyio.create_memory_object_stream[Callable[[], Awaitable[object]]](
-            math.inf
-        )
         try:
             async with anyio.create_task_group() as tg:
-                # the job runner ends once `send` is closed and every queued job is done
-                tg.start_soon(_run_jobs, receive, anyio.CancelScope())
-                with send, contextlib.suppress(Passivate), self._host_scope:
-                    await self._host(run_id, send, fresh)
+                # the job runner (started by the first job) ends once `jobs` is closed and
+                # every queued job is done
+                jobs = _Jobs(tg)
+                try:
+                    with contextlib.suppress(Passivate), self._host_scope:
+                        await self._host(run_id, jobs, fresh)
+                finally:
+                    jobs.close()
+                await jobs.run_last()
         except BaseExceptionGroup as group:
             # the supervisor decides by exception type: hand it the error itself
             if len(group.exceptions) == 1:
@@ -191,7 +193,7 @@ class WorkflowInstance:
     async def _host(
         self,
         run_id: str,
-        jobs: MemoryObjectSendStream[Callable[[], Awaitable[object]]],
+        jobs: _Jobs,
         fresh: StoredEvent | None = None,
     ) -> None:
         if fresh is None:
@@ -237,7 +239,8 @@ class WorkflowInstance:
                 await self._record_terminal(machine, outcome)
             cursor = self._cursor(machine)
             await jobs.send(
-                functools.partial(self._complete_chain, machine, outcome, machine.run_id, cursor)
+                functools.partial(self._complete_chain, machine, outcome, machine.run_id, cursor),
+                last=True,
             )
             self.finished = True
             return
@@ -1142,16 +1145,49 @@ def _message_of(error: BaseException) -> str:
     return error_message(error) or type(error).__name__
 
 
-async def _run_jobs(
-    jobs: MemoryObjectReceiveStream[Callable[[], Awaitable[object]]],
-    then_cancel: anyio.CancelScope,
-) -> None:
-    """Run queued store projections in order, then cancel ``then_cancel``. A failure fails
-    the instance, which restarts and redoes them from the log."""
+class _Jobs:
+    """Store projections queued to run in order, off the critical path (a hand-over's
+    records, retention). The runner task and its queue are made by the first job: most
+    workflows never continue as new, and queue nothing."""
+
+    __slots__ = ("_last", "_send", "_tg")
+
+    def __init__(self, tg: anyio.abc.TaskGroup) -> None:
+        self._tg = tg
+        self._send: MemoryObjectSendStream[Callable[[], Awaitable[object]]] | None = None
+        self._last: Callable[[], Awaitable[object]] | None = None
+
+    async def send(self, job: Callable[[], Awaitable[object]], *, last: bool = False) -> None:
+        """Queue ``job``; ``last``: nothing is queued after it (the instance is done), so with
+        no runner started it runs in the instance's own task by ``run_last``."""
+        if last and self._send is None:
+            self._last = job
+            return
+        if self._send is None:
+            self._send, receive = anyio.create_memory_object_stream[
+                Callable[[], Awaitable[object]]
+            ](math.inf)
+            self._tg.start_soon(_run_jobs, receive)
+        await self._send.send(job)
+
+    def close(self) -> None:
+        if self._send is not None:
+            self._send.close()
+
+    async def run_last(self) -> None:
+        """Run the last job if it was kept for the instance's task (outside its host scope,
+        as the runner is: a stop does not cut it)."""
+        job, self._last = self._last, None
+        if job is not None:
+            await job()
+
+
+async def _run_jobs(jobs: MemoryObjectReceiveStream[Callable[[], Awaitable[object]]]) -> None:
+    """Run queued store projections in order until the queue is closed. A failure fails the
+    instance, which restarts and redoes them from the log."""
     async with jobs:
         async for job in jobs:
             await job()
-    then_cancel.cancel()
 
 
 _STEP_RESULTS = frozenset(
