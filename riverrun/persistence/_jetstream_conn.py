@@ -21,8 +21,6 @@ import json
 import logging
 import re
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Final
 
 import nats
@@ -142,30 +140,48 @@ def _permission_denied(what: str, url: str, violation: tuple[str, str]) -> Store
     )
 
 
-@contextmanager
-def translate_errors(where: JetStreamConnection | str, what: str) -> Iterator[None]:
+def translate_errors(where: JetStreamConnection | str, what: str) -> _Translating:
     """Turn nats errors raised inside the block into riverrun errors (``raise ... from``).
 
     ``where`` is the connection (or, for messages only, its URL): with the connection, a
     timeout that follows a permission violation becomes ``StorePermissionDenied``.
+    (A class, not a generator: every store operation enters one.)
     """
+    return _Translating(where, what)
+
+
+class _Translating:
+    __slots__ = ("_seen", "_what", "_where")
+
+    def __init__(self, where: JetStreamConnection | str, what: str) -> None:
+        self._where = where
+        self._what = what
+        self._seen = where.server_errors.violations if isinstance(where, JetStreamConnection) else 0
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None and not isinstance(exc, PersistenceError):
+            _translate(exc, self._where, self._what, self._seen)
+
+
+def _translate(
+    exc: BaseException, where: JetStreamConnection | str, what: str, seen: int
+) -> None:
+    """Raise the riverrun error for a nats error ``exc``; return for anything else."""
     if isinstance(where, JetStreamConnection):
         url, server_errors = where.url, where.server_errors
     else:
         url, server_errors = redact_url(where), None
-    seen = server_errors.violations if server_errors is not None else 0
-    try:
-        yield
-    except PersistenceError:
-        raise
-    except (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError) as exc:
+    if isinstance(exc, (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError)):
         if getattr(exc, "err_code", None) == ERR_JS_NOT_ENABLED_FOR_ACCOUNT:
             _raise_api_error(what, url, 503, ERR_JS_NOT_ENABLED_FOR_ACCOUNT, str(exc), exc)
         raise StoreUnavailable(
             f"{what}: no JetStream answered at {url} ({type(exc).__name__}); is JetStream "
             "enabled on that server (`nats-server -js`) and is it up? Retry later"
         ) from exc
-    except _UNAVAILABLE as exc:
+    if isinstance(exc, _UNAVAILABLE):
         violation = server_errors.denied_since(seen) if server_errors is not None else None
         if violation is not None:
             raise _permission_denied(what, url, violation) from exc
@@ -173,11 +189,11 @@ def translate_errors(where: JetStreamConnection | str, what: str) -> Iterator[No
             f"{what}: NATS at {url} did not answer ({type(exc).__name__}); the store is "
             "unreachable or restarting — retry later"
         ) from exc
-    except nats.js.errors.APIError as exc:
+    if isinstance(exc, nats.js.errors.APIError):
         _raise_api_error(what, url, exc.code, exc.err_code, exc.description, exc)
-    except JsApiError as exc:
+    if isinstance(exc, JsApiError):
         _raise_api_error(what, url, exc.code, exc.err_code, exc.description, exc)
-    except nats.errors.Error as exc:
+    if isinstance(exc, nats.errors.Error):
         raise PersistenceError(f"{what}: NATS error: {redact_url(repr(exc))}") from exc
 
 
