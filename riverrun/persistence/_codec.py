@@ -6,15 +6,18 @@ packer, so ``dumps`` of a small dict costs well under a microsecond more than a 
 hook as an ``ExtType`` whose payload is itself msgpack (encoded by the same rules), and
 comes back through ``ext_hook``. ``strict_types=True`` is what keeps a tuple a tuple (and a
 ``StrEnum`` out of plain ``str``). Sets are written sorted where their items sort, so the
-same set encodes to the same bytes in every process. The walk that names the offending path only runs after
-``packb`` has failed, so it costs nothing on the fast path. Never pickle: decoding stored
-bytes must never run code chosen by whoever wrote them.
+same set encodes to the same bytes in every process. The walk that names the offending path
+only runs after packing has failed, so it costs nothing on the fast path. Packers are reused
+(one per nesting level and thread): an extension's payload is packed while the value holding
+it is, and a new packer per call cost an allocation of its buffer each time. Never pickle:
+decoding stored bytes must never run code chosen by whoever wrote them.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -78,6 +81,25 @@ class _EncodeFailure(Exception):
         self.reason = reason
 
 
+#: a packer whose buffer grew past this for one value is replaced, not kept
+_KEEP_PACKER_BYTES: Final = 1 << 20
+
+
+class _Packers(threading.local):
+    """The packers of one codec in one thread, one per nesting level (``depth``: the level
+    being packed now)."""
+
+    def __init__(self, default: Callable[[Any], Any]) -> None:
+        self.default = default
+        self.stack: list[msgpack.Packer] = []
+        self.depth = 0
+
+    def new(self) -> msgpack.Packer:
+        return msgpack.Packer(
+            default=self.default, strict_types=True, use_bin_type=True, autoreset=True
+        )
+
+
 @attrs.define(eq=False)
 class Codec:
     """Encodes values to bytes and back, and upgrades old event schemas.
@@ -96,13 +118,11 @@ class Codec:
     _by_name: dict[str, _Registered] = attrs.field(init=False, factory=dict)
     _versions: dict[str, int] = attrs.field(init=False, factory=dict)
     _upcasters: dict[tuple[str, int], Upcaster] = attrs.field(init=False, factory=dict)
-    _pack: Callable[[Any], bytes] = attrs.field(init=False)
     _unpack: Callable[[bytes], Any] = attrs.field(init=False)
+    _packers: _Packers = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._pack = functools.partial(
-            msgpack.packb, default=self._default, strict_types=True, use_bin_type=True
-        )
+        self._packers = _Packers(self._default)
         self._unpack = functools.partial(
             msgpack.unpackb,
             ext_hook=self._ext_hook,
@@ -112,6 +132,25 @@ class Codec:
         )
         for cls, name in _MODEL_TYPES:
             self.register_type(cls, name=name)
+
+    def _pack(self, value: Any) -> bytes:
+        """msgpack with the codec's extension hook, on a reused packer per nesting level (the
+        hook packs an extension's body while the outer value is being packed); a fresh
+        ``msgpack.packb`` packer costs an allocation of its buffer each time, several per
+        record (its datetimes, enums and the record itself are extensions)."""
+        packers = self._packers
+        depth = packers.depth
+        stack = packers.stack
+        if depth == len(stack):
+            stack.append(packers.new())
+        packers.depth = depth + 1
+        try:
+            out: bytes = stack[depth].pack(value)
+        finally:
+            packers.depth = depth
+        if len(out) > _KEEP_PACKER_BYTES:
+            stack[depth] = packers.new()  # do not keep a buffer grown for one large value
+        return out
 
     def __repr__(self) -> str:
         return f"<Codec types={len(self._by_name)} event_types={len(self._versions)}>"

@@ -331,3 +331,31 @@ def test_failing_upcaster_is_a_codec_error() -> None:
     codec.register_upcaster("e", 1, lambda d: {"x": d["missing"]})
     with pytest.raises(CodecError, match="upcaster"):
         codec.upcast("e", 1, {})
+
+
+def test_nested_extensions_and_a_failure_between_encodes_leave_no_trace() -> None:
+    """Packers are reused per nesting level: a failed encode (deep inside extensions) must
+    not leave bytes behind for the next one, and a large value's buffer is not kept."""
+    codec = Codec()
+    value = {"at": [datetime(2026, 1, 2, tzinfo=UTC), (1, {2, 3})], "big": 10**30}
+    expected = codec.dumps(value)
+    with pytest.raises(CodecError):
+        codec.dumps({"at": [(1, datetime(2026, 1, 2))]})  # naive datetime inside a tuple
+    assert expected == codec.dumps(value)
+    assert value == codec.loads(codec.dumps(value), what="value")
+    large = codec.dumps({"blob": b"x" * (2 << 20), "when": (datetime(2026, 1, 2, tzinfo=UTC),)})
+    assert 2 << 20 < len(large)
+    assert expected == codec.dumps(value)
+    assert all(len(p.bytes()) == 0 for p in codec._packers.stack)
+
+
+def test_one_codec_encodes_in_several_threads_at_once() -> None:
+    import concurrent.futures
+
+    codec = Codec()
+    values = [{"i": i, "at": datetime(2026, 1, 1 + i % 28, tzinfo=UTC), "t": (i, str(i))}
+              for i in range(200)]
+    expected = [codec.dumps(v) for v in values]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            assert expected == list(pool.map(codec.dumps, values))
