@@ -75,7 +75,7 @@ _FOREIGN_RETRIES: Final = 5
 class _Run:
     """What the log knows about one run: its subject and (maybe stale) tail."""
 
-    __slots__ = ("id_prefix", "key", "last_id", "own_tail", "seq", "stream_seq", "subject")
+    __slots__ = ("id_prefix", "key", "last_id", "seq", "stream_seq", "subject")
 
     def __init__(self, key: RunKey, subject: str, id_prefix: str) -> None:
         self.key = key
@@ -84,16 +84,11 @@ class _Run:
         self.seq: int | None = None  # None: unknown
         self.stream_seq = 0
         self.last_id: str | None = None
-        #: the subject's last message (``stream_seq``) is riverrun's event ``seq``
-        self.own_tail = False
 
-    def set_tail(
-        self, seq: int, stream_seq: int, last_id: str | None, *, own: bool = True
-    ) -> None:
+    def set_tail(self, seq: int, stream_seq: int, last_id: str | None) -> None:
         self.seq = seq
         self.stream_seq = stream_seq
         self.last_id = last_id
-        self.own_tail = own
 
 
 class JetStreamEventLog:
@@ -370,13 +365,10 @@ class JetStreamEventLog:
         with translate_errors(self._conn, f"truncate run {key.workflow_id}/{key.run_id}"):
             if keep_last > 0:
                 # purge below the first kept event (not `keep=`: a foreign message at the tail
-                # would count as one of the kept and cost a real event). The last event this
-                # connection appended needs no read: if the tail moved on since, purging below
-                # it keeps more than asked, never less.
-                if keep_last == 1 and run.seq and run.own_tail:
-                    first_kept: int | None = run.stream_seq
-                else:
-                    first_kept = await self._nth_last_of_ours(run, keep_last)
+                # would count as one of the kept and cost a real event). The tail is read, not
+                # taken from this connection's cache: an append whose ack never came (a
+                # cancelled request) or another process may have moved it on since.
+                first_kept = await self._nth_last_of_ours(run, keep_last)
                 if first_kept is not None:
                     await self._conn.purge(self._stream, subject=run.subject, seq=first_kept)
                 return
@@ -429,18 +421,17 @@ class JetStreamEventLog:
             run.set_tail(0, 0, None)
             return
         stream_seq = int((msg.headers or {})["Nats-Sequence"])
-        own = self._ours(run, msg) is not None
-        if not own:
+        if self._ours(run, msg) is None:
             # a foreign message is last: riverrun's tail is further back (rare: read it all)
             msg = await self._last_of_ours(run)
             if msg is None:
-                run.set_tail(0, stream_seq, None, own=False)
+                run.set_tail(0, stream_seq, None)
                 return
         headers = msg.headers or {}
         seq = int(headers.get(HDR_SEQ, "0"))
         last_id = headers.get(HDR_LAST_ID) if HDR_MARKER in headers else headers.get(HDR_MSG_ID)
         # the fence is the subject's last message, whoever wrote it
-        run.set_tail(seq, stream_seq, last_id, own=own)
+        run.set_tail(seq, stream_seq, last_id)
 
     async def _nth_last_of_ours(self, run: _Run, n: int) -> int | None:
         """The stream sequence of riverrun's ``n``-th last message on the run's subject;
