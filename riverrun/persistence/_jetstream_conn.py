@@ -44,6 +44,7 @@ __all__ = [
     "ERR_BATCH_DUPLICATE_MSG_ID",
     "ERR_WRONG_LAST_SEQUENCE",
     "ERR_WRONG_LAST_SEQUENCE_CONST",
+    "WRONG_LAST_SEQUENCE",
     "JetStreamConnection",
     "JsApiError",
     "ServerErrors",
@@ -56,6 +57,8 @@ _log = logging.getLogger("riverrun.persistence.jetstream")
 ERR_WRONG_LAST_SEQUENCE: Final = 10071
 #: JSStreamWrongLastSequenceConstantErr (same meaning, another wording)
 ERR_WRONG_LAST_SEQUENCE_CONST: Final = 10164
+#: either: a fenced write found another last sequence than it expected
+WRONG_LAST_SEQUENCE: Final = (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CONST)
 #: an atomic batch carried a ``Nats-Msg-Id`` that the stream has already seen
 ERR_BATCH_DUPLICATE_MSG_ID: Final = 10201
 #: JSNotEnabledForAccountErr: the user's account has no JetStream

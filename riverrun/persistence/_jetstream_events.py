@@ -43,8 +43,7 @@ from ._codec import Codec
 from ._envelope import decode_event, encode_event
 from ._jetstream_conn import (
     ERR_BATCH_DUPLICATE_MSG_ID,
-    ERR_WRONG_LAST_SEQUENCE,
-    ERR_WRONG_LAST_SEQUENCE_CONST,
+    WRONG_LAST_SEQUENCE,
     JetStreamConnection,
     JsApiError,
     translate_errors,
@@ -64,7 +63,6 @@ from ._quarantine import Quarantine, QuarantinedMessage
 
 __all__ = ["JetStreamEventLog"]
 
-_WRONG_LAST: Final = (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CONST)
 _READ_BATCH: Final = 2000
 _CACHE_MAX_RUNS: Final = 100_000
 _MAX_ATOMIC: Final = 1000  # the server's limit on messages per atomic batch
@@ -140,7 +138,7 @@ class JetStreamEventLog:
                     ack = await self._conn.publish(run.subject, body, headers)
                     break
                 except JsApiError as exc:
-                    if exc.err_code not in _WRONG_LAST:
+                    if exc.err_code not in WRONG_LAST_SEQUENCE:
                         raise
                     await self._refresh(run)
                     if run.seq == expected_last and attempt < _FOREIGN_RETRIES:
@@ -203,12 +201,12 @@ class JetStreamEventLog:
                         headers["Nats-Batch-Commit"] = "1"
                         ack = await self._conn.publish(run.subject, bodies[index], headers)
             except JsApiError as exc:
-                if exc.err_code not in (*_WRONG_LAST, ERR_BATCH_DUPLICATE_MSG_ID):
+                if exc.err_code not in (*WRONG_LAST_SEQUENCE, ERR_BATCH_DUPLICATE_MSG_ID):
                     raise
                 for run in {id(r): r for r in runs}.values():
                     await self._refresh(run)
                 if (
-                    exc.err_code in _WRONG_LAST
+                    exc.err_code in WRONG_LAST_SEQUENCE
                     and tries > 1
                     and self._plan(appends, runs) is not None
                 ):
@@ -387,7 +385,7 @@ class JetStreamEventLog:
                 try:
                     ack = await self._conn.publish(run.subject, b"", headers)
                 except JsApiError as exc:
-                    if exc.err_code in _WRONG_LAST:
+                    if exc.err_code in WRONG_LAST_SEQUENCE:
                         continue  # an append raced us: truncate what is there now
                     raise
                 run.set_tail(run.seq, ack["seq"], run.last_id)

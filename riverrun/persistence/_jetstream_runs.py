@@ -20,8 +20,7 @@ from nats.js.kv import KeyValue
 from .._errors import ConcurrencyConflict, IncompatibleStoreConfig, PersistenceError
 from ._codec import Codec
 from ._jetstream_conn import (
-    ERR_WRONG_LAST_SEQUENCE,
-    ERR_WRONG_LAST_SEQUENCE_CONST,
+    WRONG_LAST_SEQUENCE,
     JetStreamConnection,
     JsApiError,
     translate_errors,
@@ -34,8 +33,6 @@ from ._quarantine import Quarantine, QuarantinedMessage
 __all__ = ["JetStreamRunStore", "open_kv_bucket"]
 
 T = TypeVar("T")
-
-_WRONG_LAST = (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CONST)
 
 _LIST_BATCH = 1000
 
@@ -213,26 +210,24 @@ class JetStreamRunStore:
         key = escape_token(ident)
         with translate_errors(self._conn, f"write {what}"):
             try:
-                try:
-                    return await self._conn.kv_put(
-                        self._bucket(kv), key, data, expected_revision=expected_revision
-                    )
-                except JsApiError as exc:
-                    if exc.err_code not in _WRONG_LAST or expected_revision is not None:
-                        raise
-                # a create over a delete or purge marker: nats-py's create takes the marker's
-                # revision (and fails as below if the key holds a value)
-                return int(await kv.create(key, data))
-            except (nats.js.errors.KeyWrongLastSequenceError, JsApiError) as exc:
-                if isinstance(exc, JsApiError) and exc.err_code not in _WRONG_LAST:
+                return await self._conn.kv_put(
+                    self._bucket(kv), key, data, expected_revision=expected_revision
+                )
+            except JsApiError as exc:
+                if exc.err_code not in WRONG_LAST_SEQUENCE:
                     raise
-                if expected_revision is None:
+                if expected_revision is not None:
                     raise ConcurrencyConflict(
-                        f"{what} already exists; read it and update it with its revision"
+                        f"{what} is not at revision {expected_revision} (it was updated, deleted "
+                        "or never created); another writer went first — reload and retry"
                     ) from exc
+            # the key holds something: a value, or a delete or purge marker, over which nats-py's
+            # create writes at the marker's revision
+            try:
+                return int(await kv.create(key, data))
+            except nats.js.errors.KeyWrongLastSequenceError as exc:
                 raise ConcurrencyConflict(
-                    f"{what} is not at revision {expected_revision} (it was updated, deleted or "
-                    "never created); another writer went first — reload and retry"
+                    f"{what} already exists; read it and update it with its revision"
                 ) from exc
 
     async def _purge(self, kv: KeyValue, ident: str, what: str) -> None:
