@@ -134,10 +134,8 @@ class Codec:
             self.register_type(cls, name=name)
 
     def _pack(self, value: Any) -> bytes:
-        """msgpack with the codec's extension hook, on a reused packer per nesting level (the
-        hook packs an extension's body while the outer value is being packed); a fresh
-        ``msgpack.packb`` packer costs an allocation of its buffer each time, several per
-        record (its datetimes, enums and the record itself are extensions)."""
+        """msgpack with the codec's extension hook, on this thread's packer for the current
+        nesting level (see the module note)."""
         packers = self._packers
         depth = packers.depth
         stack = packers.stack
