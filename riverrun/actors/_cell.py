@@ -14,6 +14,7 @@ between messages, ring the mailbox's doorbell to wake an idle actor, and put a d
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -39,14 +40,18 @@ __all__ = ["Cell", "spawn"]
 log = logging.getLogger("riverrun.actors")
 
 
+def _no_ref() -> None:
+    return None
+
+
 class Cell(Supervisor):
     """The kernel's side of one actor. Every attribute is the kernel's business."""
 
     __slots__ = (
-        "active", "attention", "cause", "ctx", "down", "factory", "failure", "failure_times",
-        "failures", "grace", "mailbox", "name", "parent", "processed", "ref", "restarts",
-        "resume_event", "round", "scope", "stop_grace", "stopped", "stopped_event", "stopping",
-        "sysq", "task_id", "tg", "watchers", "watching",
+        "__weakref__", "_ref", "active", "attention", "cause", "down", "factory", "failure",
+        "failure_times", "failures", "grace", "mailbox", "name", "parent", "processed",
+        "restarts", "resume_event", "round", "scope", "stop_grace", "stopped", "stopped_event",
+        "stopping", "sysq", "task_id", "tg", "watchers", "watching",
     )  # fmt: skip
 
     def __init__(
@@ -67,8 +72,7 @@ class Cell(Supervisor):
         self.factory = factory
         self.grace = self.stop_grace = grace
         self.mailbox = Mailbox(mailbox_size)
-        self.ref = ActorRef(self)
-        self.ctx = ActorContext(self)
+        self._ref: Callable[[], ActorRef | None] = _no_ref
         self.processed = self.restarts = self.failures = 0
         self.failure_times: deque[float] = deque()
         self.active = self.attention = self.down = self.stopping = self.stopped = False
@@ -83,6 +87,17 @@ class Cell(Supervisor):
         self.watchers: dict[Cell, None] = {}
         self.watching: dict[Cell, None] = {}
         self.task_id: int | None = None
+
+    @property
+    def ref(self) -> ActorRef:
+        """The actor's one ref. The cell holds it weakly (the ref holds the cell): an ended
+        actor nobody refers to is freed at once, not left to the cycle collector. A ref
+        nobody holds any more cannot be compared with, so making a new one is unobservable."""
+        ref = self._ref()
+        if ref is None:
+            ref = ActorRef(self)
+            self._ref = weakref.ref(ref)
+        return ref
 
     # -- Supervisor -------------------------------------------------------------------
 
@@ -246,7 +261,7 @@ class Cell(Supervisor):
             actor = self.factory()
         except Exception as exc:
             return exc
-        ctx = self.ctx
+        ctx = ActorContext(self)
         try:
             async with anyio.create_task_group() as tg:
                 self.tg = tg

@@ -499,7 +499,10 @@ class WorkflowHandle(Generic[T]):
             raise CancellationError(f"workflow {self.workflow_id!r} was cancelled")
         error = WorkflowFailed(f"workflow {self.workflow_id!r} failed in run {run.run_id}: {run.error}")
         error.cause = run.error  # type: ignore[attr-defined]
-        raise error
+        try:
+            raise error
+        finally:
+            del error  # its traceback holds this frame: no reference cycle through the local
 
     async def signal(
         self, name: str, payload: Any = None, *, idempotency_key: str | None = None

@@ -144,7 +144,10 @@ def _continue(version: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]
     scope.check_serializable({"args": args, "kwargs": kwargs}, "continue_as_new arguments")
     request = ContinueAsNew._create(args, kwargs, version=version)
     scope.note_continue(request)  # raised in a task that is not the main one, it still counts
-    raise request
+    try:
+        raise request
+    finally:
+        del request  # its traceback holds this frame: no reference cycle through the local
 
 
 def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:

@@ -26,6 +26,7 @@ Per-event lines are DEBUG and cost a level check when DEBUG is off.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -58,12 +59,25 @@ worker_log = logging.getLogger("riverrun.worker")
 
 @attrs.define(eq=False)
 class LogContext:
-    """What the current task works on: one workflow id, its current run, the step in flight."""
+    """What the current task works on: one workflow id, its current run, the step in flight.
+
+    The run's machine is held weakly: timers the task scheduled (a cancelled one stays in the
+    event loop until its deadline) keep the task's context, and with it this object, alive;
+    they must not keep an ended run's machine in memory too.
+    """
 
     workflow_id: str
-    machine: WorkflowMachine | None = None
+    _machine: weakref.ref[WorkflowMachine] | None = None
     step: str | None = None
     attempt: int | None = None
+
+    @property
+    def machine(self) -> WorkflowMachine | None:
+        return self._machine() if self._machine is not None else None
+
+    @machine.setter
+    def machine(self, machine: WorkflowMachine | None) -> None:
+        self._machine = weakref.ref(machine) if machine is not None else None
 
 
 _current: ContextVar[LogContext | None] = ContextVar("riverrun_log_context", default=None)
@@ -99,7 +113,7 @@ class step_attempt:  # a function before; callers still read it as one
             workflow_log.debug(
                 "workflow %s run %s: step %r attempt %d",
                 context.workflow_id,
-                context.machine.run_id if context.machine else None,
+                machine.run_id if (machine := context.machine) else None,
                 name,
                 attempt,
             )

@@ -35,6 +35,14 @@ _T = TypeVar("_T")
 MAX_CALLBACKS_PER_RUN = 1_000_000
 
 
+def _refuse_timer(handle: asyncio.TimerHandle) -> None:
+    raise WorkflowLoopError("the workflow's run has ended; no timer can start in it")
+
+
+def _ignore_timer(handle: asyncio.TimerHandle) -> None:
+    pass
+
+
 class WorkflowEventLoop(asyncio.AbstractEventLoop):
     """A ready queue run by hand: see the module docstring."""
 
@@ -165,9 +173,22 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
     def is_closed(self) -> bool:
         return self._closed
 
-    def close(self) -> None:
+    def close(self, on_error: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """No callback runs and no task or timer starts any more.
+
+        The tasks and the callbacks the loop was built with are dropped: they refer to the
+        machine, which refers to the loop, and the cycle would leave the run's objects to the
+        cyclic garbage collector instead of freeing them with the last reference. ``on_error``
+        replaces the error callback (for a future collected later with an exception nobody
+        retrieved).
+        """
         self._closed = True
         self._ready.clear()
+        self.tasks = []
+        self._on_timer = _refuse_timer
+        self._on_timer_cancelled = _ignore_timer
+        if on_error is not None:
+            self._on_error = on_error
 
     def get_debug(self) -> bool:
         return False

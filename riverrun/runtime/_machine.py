@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar, cast
@@ -147,6 +148,27 @@ _C = TypeVar("_C", bound=Command)
 
 def _ignore(handle: asyncio.TimerHandle) -> None:
     pass  # a cancelled timer handle is noticed by ``_sweep`` after the run
+
+
+def _late_errors(
+    machine: weakref.ref[WorkflowMachine], workflow_id: str, run_id: str
+) -> Callable[[dict[str, Any]], None]:
+    """A closed run's loop reports to its machine while the machine lives, then logs."""
+
+    def report(context: dict[str, Any]) -> None:
+        alive = machine()
+        if alive is not None:
+            alive._loop_error(context)
+            return
+        _log.warning(
+            "workflow %s run %s: %s after the run ended: %r",
+            workflow_id,
+            run_id,
+            context.get("message", "error in workflow code"),
+            context.get("exception"),
+        )
+
+    return report
 
 
 def _first_leaf(error: BaseException) -> BaseException:
@@ -643,27 +665,34 @@ class WorkflowMachine:
     def _main_done(self, task: asyncio.Task[Any]) -> None:
         if self._decided is not None or self.outcome is not None:
             return
-        try:
-            result = task.result()
-        except ContinueAsNew as can:
-            self.note_continue(can)
+        if task.cancelled():
+            # nothing outside cancels the main task, so it is the workflow's own doing
+            try:
+                task.result()
+            except BaseException as err:
+                self._decided = self._ended_by(err)
             return
-        except CancellationError as err:
+        # taken, not raised here: raising it would add this frame, which holds the task, to
+        # the traceback of the exception the task holds (a reference cycle)
+        error = task.exception()
+        if error is None:
+            self._decided = self._completed(task.result())
+        elif isinstance(error, ContinueAsNew):
+            self.note_continue(error)
+        else:
+            self._decided = self._ended_by(error)
+
+    def _ended_by(self, err: BaseException) -> Outcome:
+        """The outcome of workflow code that raised ``err``: it failed, or it was cancelled."""
+        if isinstance(err, CancellationError):
             if self.cancel_requested:
-                self._decided = Cancelled(message=error_message(err) or "workflow cancelled")
-            else:
-                self._decided = Failed(error_type=type(err).__name__, message=error_message(err))
-            return
-        except BaseException as err:
-            # CancelledError included: nothing outside cancels the main task, so it is the
-            # workflow's own doing and ends only its run
-            if self.cancel_requested and _only_cancellations(err):
-                leaf = _first_leaf(err)
-                self._decided = Cancelled(message=error_message(leaf) or "workflow cancelled")
-            else:
-                self._decided = Failed(error_type=type(err).__name__, message=error_message(err))
-            return
-        self._decided = self._completed(result)
+                return Cancelled(message=error_message(err) or "workflow cancelled")
+            return Failed(error_type=type(err).__name__, message=error_message(err))
+        # CancelledError included: it ends only its run
+        if self.cancel_requested and _only_cancellations(err):
+            leaf = _first_leaf(err)
+            return Cancelled(message=error_message(leaf) or "workflow cancelled")
+        return Failed(error_type=type(err).__name__, message=error_message(err))
 
     def _completed(self, result: Any) -> Outcome:
         # a result the codec cannot carry fails the run here (and the same way on replay)
@@ -715,7 +744,9 @@ class WorkflowMachine:
         for task in loop.tasks:
             if task.done() and not task.cancelled():
                 task.exception()  # retrieved: no "exception never retrieved" at collection
-        loop.close()
+        # no reference cycle left through the loop or the main task (see loop.close)
+        loop.close(on_error=_late_errors(weakref.ref(self), self.workflow_id, self.run_id))
+        self._main = None
 
     def _abandon(self) -> None:
         """Note the steps and started timers in flight as the run ends (``abandoned``)."""
