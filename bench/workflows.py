@@ -13,16 +13,21 @@ floors measured on the same server in the same run:
       vs replay of a lone run of 1,000 events
   T   W1 and W3 with metrics (OpenTelemetry SDK + Prometheus reader) and with tracing (SDK +
       in-memory span exporter) against both disabled, as ratios (needs riverrun[otel])
+  G   (--gc-rounds N only) W3 N times in one process, Python CPU per workflow with Python's
+      collector settings and with the threshold `riverrun worker` sets
 
 Usage: python bench/workflows.py [--quick] [--lifetime-events N] [--telemetry-only] [--w4-only]
        python bench/workflows.py --only-w [--steps N] [--workflows N]   (W1-W3 only)
+       python bench/workflows.py --gc-rounds N [--workflows N]           (G only)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
+import statistics
 import time
 import uuid
 from typing import Any
@@ -31,6 +36,7 @@ import anyio
 import nats
 
 from riverrun import Runtime, continue_as_new, step, workflow
+from riverrun.cli._worker import DEFAULT_GC_THRESHOLD
 from riverrun.persistence import RunKey
 
 _PAYLOAD = b"\x85" + b"x" * 60  # about the size of a step.completed event
@@ -250,27 +256,54 @@ async def w1_w2_w3(sync_interval: str | None, steps: int, w3_count: int) -> None
               f"{runs_w2} first-event appends, no batches): {raw_w2:.3f}s, ratio "
               f"{w2 / raw_w2:.2f}x (target <= 1.15x)")
 
-        cpu = time.process_time()
-        start = time.perf_counter()
-        async with anyio.create_task_group() as tg:
-            handles: list[Any] = []
-
-            async def start_one(i: int) -> None:
-                handles.append(await rt.client.start(sequential, 5))
-
-            for i in range(w3_count):
-                tg.start_soon(start_one, i)
-        async with anyio.create_task_group() as tg:
-            for h in handles:
-                tg.start_soon(h.result)
-        w3 = time.perf_counter() - start
-        cpu = time.process_time() - cpu
+        w3, cpu = await _w3(rt, w3_count)
         print(f"[{label}] W3: {w3_count} workflows x 5 steps at once: {w3:.3f}s = "
               f"{w3_count / w3:.0f} workflows/s; raw floor ({w3_count} concurrent appenders, "
               f"7 fenced appends each): {raw_w3:.3f}s = {w3_count / raw_w3:.0f}/s; "
               f"{raw_w3 / w3:.2f}x the raw floor (target >= 0.6x); Python CPU "
               f"{cpu / w3_count * 1e3:.2f} ms per workflow (process CPU / workflows; the "
               f"embedded server is another process) (target <= 1.0 ms)")
+
+
+async def gc_rounds(rounds: int, w3_count: int) -> None:
+    """W3 again and again in one process (a worker's steady state), with Python's default
+    collector settings and with the youngest generation's threshold ``riverrun worker``
+    sets: Python CPU per workflow, median over the rounds, each setting in its own process
+    state as far as one process allows (alternating rounds)."""
+    default = gc.get_threshold()
+    cpu: dict[int, list[float]] = {default[0]: [], DEFAULT_GC_THRESHOLD: []}
+    async with Runtime.embedded(workflows=[sequential], sync_interval=None) as rt:
+        await _w3(rt, w3_count)  # warm-up
+        for _ in range(rounds):
+            for threshold, figures in cpu.items():
+                gc.set_threshold(threshold, *default[1:])
+                try:
+                    figures.append((await _w3(rt, w3_count))[1] / w3_count * 1e3)
+                finally:
+                    gc.set_threshold(*default)
+    python, worker = (statistics.median(cpu[t]) for t in (default[0], DEFAULT_GC_THRESHOLD))
+    print(f"G: W3 x {rounds} rounds each (server default sync), Python CPU per workflow, "
+          f"median: {python:.2f} ms with Python's collector settings, {worker:.2f} ms with "
+          f"riverrun worker's (youngest generation every {DEFAULT_GC_THRESHOLD} allocations) "
+          f"= {worker / python:.2f}x")
+
+
+async def _w3(rt: Runtime, count: int) -> tuple[float, float]:
+    """``count`` workflows of 5 steps started at once and awaited: (seconds, process CPU)."""
+    cpu = time.process_time()
+    start = time.perf_counter()
+    handles: list[Any] = []
+
+    async def start_one() -> None:
+        handles.append(await rt.client.start(sequential, 5))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(count):
+            tg.start_soon(start_one)
+    async with anyio.create_task_group() as tg:
+        for h in handles:
+            tg.start_soon(h.result)
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 async def main(quick: bool, lifetime_events: int, only_w: bool, steps: int | None,
@@ -402,7 +435,12 @@ if __name__ == "__main__":
     parser.add_argument("--workflows", type=int, default=None,
                         help="workflows of W3 (default 500; 100 with --quick)")
     parser.add_argument("--w4-only", action="store_true", help="only W4 (fan-out of 100 steps)")
+    parser.add_argument("--gc-rounds", type=int, default=0, metavar="N",
+                        help="only G: N rounds of W3 with each collector setting")
     ns = parser.parse_args()
+    if ns.gc_rounds:
+        anyio.run(gc_rounds, ns.gc_rounds, ns.workflows or 500)
+        raise SystemExit(0)
     if ns.w4_only:
         anyio.run(w4_only)
         raise SystemExit(0)

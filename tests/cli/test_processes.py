@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.metadata
 import signal
 import socket
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from riverrun.cli._worker import load_workflows
+from riverrun.cli._worker import DEFAULT_GC_THRESHOLD, load_workflows
 from riverrun.persistence import EmbeddedNatsServer
 from riverrun.testing._nats import unique_namespace
 
@@ -176,6 +177,35 @@ def test_worker_stops_cleanly_on_ctrl_c(nats_server: EmbeddedNatsServer) -> None
     worker.wait_ready()
     assert 0 == worker.stop(signal.SIGINT), worker.output
     assert "Traceback" not in worker.output
+
+
+def test_the_worker_sets_the_collectors_youngest_threshold(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    python_default = list(gc.get_threshold())  # this test process is left as Python set it
+    target = "tests.cli.sample_modules.collector"
+    cases = [
+        ((), {}, [DEFAULT_GC_THRESHOLD, *python_default[1:]]),
+        (("--gc-threshold", "0"), {}, python_default),
+        ((), {"RIVERRUN_GC_THRESHOLD": "1234"}, [1234, *python_default[1:]]),
+    ]
+    for extra, env, expected in cases:
+        cli = Cli(url=nats_server.url, namespace=unique_namespace("cli"))
+        worker = WorkerProcess(target, {**cli.env(), **env}, *extra)
+        try:
+            worker.wait_ready()
+            report = cli("start", "collector_thresholds", "--wait", "--json").json()
+            assert expected == report["result"], (extra, env)
+        finally:
+            assert 0 == worker.stop(), worker.output
+
+
+def test_a_negative_gc_threshold_is_a_usage_error() -> None:
+    result = run_riverrun(
+        "worker", "tests.cli.sample_modules.collector", "--gc-threshold", "-1", env=base_env()
+    )
+    assert result.code == 2, result.describe()
+    assert "--gc-threshold" in result.stderr
 
 
 def test_a_second_worker_takes_over_after_the_first_stops(
