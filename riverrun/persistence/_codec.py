@@ -289,6 +289,8 @@ class Codec:
             size = (obj.bit_length() + 8) // 8
             return msgpack.ExtType(_BIGINT, obj.to_bytes(size, "big", signed=True))
         if cls is datetime:
+            if obj.tzinfo is UTC:  # every timestamp riverrun records: packed by hand
+                return msgpack.ExtType(_DATETIME, _utc_datetime_payload(obj))
             return msgpack.ExtType(_DATETIME, self._pack(_datetime_parts(obj)))
         if cls is date:
             return msgpack.ExtType(_DATE, self._pack(obj.toordinal()))
@@ -435,6 +437,29 @@ def _datetime_parts(value: datetime) -> list[Any]:
         value.fold,
         zone,
     ]
+
+
+def _utc_datetime_payload(value: datetime) -> bytes:
+    """``msgpack.packb(_datetime_parts(value))`` for a datetime in UTC, byte for byte, in a
+    third of the time: month to second are positive fixints, fold and the zone (0) too."""
+    return b"".join((
+        b"\x99",  # an array of 9
+        _msgpack_uint(value.year),
+        bytes((value.month, value.day, value.hour, value.minute, value.second)),
+        _msgpack_uint(value.microsecond),
+        b"\x01\x00" if value.fold else b"\x00\x00",
+    ))
+
+
+def _msgpack_uint(n: int) -> bytes:
+    """A non-negative int below 2**32 as msgpack writes it (its shortest form)."""
+    if n < 0x80:
+        return bytes((n,))
+    if n < 0x100:
+        return b"\xcc" + bytes((n,))
+    if n < 0x10000:
+        return b"\xcd" + n.to_bytes(2, "big")
+    return b"\xce" + n.to_bytes(4, "big")
 
 
 def _datetime_from_parts(parts: list[Any]) -> datetime:

@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("riverrun.persistence.jetstream")
+_JSON = json.JSONDecoder()
 
 #: JSStreamWrongLastSequenceErrF: the ``Nats-Expected-Last-Subject-Sequence`` check failed
 ERR_WRONG_LAST_SEQUENCE: Final = 10071
@@ -284,7 +285,9 @@ class JetStreamConnection:
 
     @staticmethod
     def _ack(data: bytes) -> dict[str, Any]:
-        ack: dict[str, Any] = json.loads(data)
+        # raw_decode of the text: json.loads of bytes first sniffs their encoding, and its
+        # whole-document check costs as much again (an ack is one small JSON object)
+        ack: dict[str, Any] = _JSON.raw_decode(data.decode())[0]
         error = ack.get("error")
         if error is not None:
             raise JsApiError(

@@ -13,11 +13,12 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import attrs
+import msgpack
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from riverrun.persistence import CodecError, RunStatus, WorkflowRun
-from riverrun.persistence._codec import Codec
+from riverrun.persistence._codec import Codec, _datetime_parts, _utc_datetime_payload
 
 
 @attrs.frozen(kw_only=True)
@@ -174,6 +175,22 @@ def test_datetime_keeps_its_zone() -> None:
     assert (ZoneInfo("Europe/Paris"), 1) == (got_paris.tzinfo, got_paris.fold)
     assert paris.utcoffset() == got_paris.utcoffset()
     assert timedelta(hours=5, minutes=45) == got_offset.utcoffset()
+
+
+@given(
+    st.datetimes(timezones=st.just(UTC)),
+    st.sampled_from([0, 1, 127, 128, 255, 256, 65535, 65536, 999_999]),
+    st.sampled_from([1, 127, 128, 255, 256, 2026, 9999]),
+)
+def test_a_utc_datetime_is_packed_by_hand_as_msgpack_would(
+    value: datetime, microsecond: int, year: int
+) -> None:
+    # the hand-written path for UTC writes the very bytes of the general one
+    for moment in (value, value.replace(microsecond=microsecond), value.replace(year=year, day=1)):
+        hand = _utc_datetime_payload(moment)
+        assert msgpack.packb(_datetime_parts(moment)) == hand
+        decoded = CODEC.loads(CODEC.dumps(moment), what="dt")
+        assert (moment, moment.fold, UTC) == (decoded, decoded.fold, decoded.tzinfo)
 
 
 def test_other_scalars() -> None:
