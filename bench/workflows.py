@@ -10,6 +10,7 @@ floors measured on the same server in the same run:
   W3  500 workflows of 5 steps started at once     (workflows/s, and Python CPU per workflow)
       vs 500 concurrent raw appenders doing 7 fenced appends each (the design's appends);
       twice: with the garbage-collector threshold `riverrun worker` sets, and with Python's
+  C   W1 and W3 on the memory backend (no server, no I/O): the runtime's own ceiling
   R   replay time of the current run after N lifetime events (continuing every 1,000)
       vs replay of a lone run of 1,000 events
   T   W1 and W3 with metrics (OpenTelemetry SDK + Prometheus reader) and with tracing (SDK +
@@ -18,7 +19,7 @@ floors measured on the same server in the same run:
       collector settings and with the threshold `riverrun worker` sets
 
 Usage: python bench/workflows.py [--quick] [--lifetime-events N] [--telemetry-only] [--w4-only]
-       python bench/workflows.py --only-w [--steps N] [--workflows N]   (W1-W3 only)
+       python bench/workflows.py --only-w [--steps N] [--workflows N]   (W1-W3 and C only)
        python bench/workflows.py --gc-rounds N [--workflows N]           (G only)
 """
 
@@ -278,6 +279,31 @@ async def w1_w2_w3(sync_interval: str | None, steps: int, w3_count: int) -> None
                   f"/ workflows; the embedded server is another process) (target <= 1.0 ms)")
 
 
+async def runtime_alone(steps: int, w3_count: int, rounds: int = 3) -> None:
+    """W1 and W3 on the memory backend: no server, no network, no fsync. What is left is the
+    runtime's own Python (and the memory stores'): a ceiling no storage setting can lift."""
+    default = gc.get_threshold()
+    w1_best = w3_best = cpu_best = float("inf")
+    async with Runtime.in_memory(workflows=[sequential]) as rt:
+        handle = await rt.client.start(sequential, 5)  # warm-up
+        await handle.result()
+        for _ in range(rounds):  # best of: the machine's noise only ever slows a round down
+            start = time.perf_counter()
+            handle = await rt.client.start(sequential, steps)
+            await handle.result()
+            w1_best = min(w1_best, time.perf_counter() - start)
+            gc.set_threshold(DEFAULT_GC_THRESHOLD, *default[1:])
+            try:
+                w3, cpu = await _w3(rt, w3_count)
+            finally:
+                gc.set_threshold(*default)
+            w3_best, cpu_best = min(w3_best, w3), min(cpu_best, cpu)
+    print(f"C: the runtime alone (memory backend: no server, no I/O), best of {rounds}: W1 "
+          f"{w1_best / steps * 1e6:.0f} us per step; W3 ({w3_count} x 5 steps, gc threshold "
+          f"{DEFAULT_GC_THRESHOLD}) {w3_count / w3_best:.0f} workflows/s, Python CPU "
+          f"{cpu_best / w3_count * 1e3:.2f} ms per workflow")
+
+
 async def gc_rounds(rounds: int, w3_count: int) -> None:
     """W3 again and again in one process (a worker's steady state), with Python's default
     collector settings and with the youngest generation's threshold ``riverrun worker``
@@ -325,6 +351,7 @@ async def main(quick: bool, lifetime_events: int, only_w: bool, steps: int | Non
     w3_count = workflows or (100 if quick else 500)
     for sync_interval in ("always", None):
         await w1_w2_w3(sync_interval, steps, w3_count)
+    await runtime_alone(steps, w3_count)
     if only_w:
         return
     async with Runtime.embedded(workflows=[sequential, chunked, fan_out, slow_sequential]) as rt:
@@ -442,7 +469,7 @@ if __name__ == "__main__":
                         help="only T (telemetry overhead) at small sizes: 300 steps, 100 workflows")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of T with --telemetry-only")
     parser.add_argument("--only-w", action="store_true",
-                        help="only W1-W3 (both sync settings), no replay (R) or telemetry (T)")
+                        help="only W1-W3 (both sync settings) and C, no replay (R) or telemetry (T)")
     parser.add_argument("--steps", type=int, default=None,
                         help="steps of W1 and W2 (default 1,000; 300 with --quick)")
     parser.add_argument("--workflows", type=int, default=None,
