@@ -362,6 +362,26 @@ class JetStreamConnection:
         """Batch direct get: up to ``batch`` messages on ``subject`` from stream sequence
         ``start_seq`` on, and how many more there are after them (``Nats-Num-Pending``)."""
         self.check_connected(f"read {subject}")
+        request = {
+            "seq": max(start_seq, 1),
+            "next_by_subj": subject,
+            "batch": batch,
+            "max_bytes": max_bytes,
+        }
+        if self._requests is not None:
+            replies, status_headers = await self._requests.request_many(
+                f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), self.timeout
+            )
+            msgs = [
+                Msg(
+                    _client=self.nc,
+                    subject=(headers or {}).get("Nats-Subject", subject),
+                    data=data,
+                    headers=headers,
+                )
+                for data, headers in replies
+            ]
+            return msgs, self._batch_end(status_headers)
         out: list[Msg] = []
         end: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
 
@@ -376,12 +396,6 @@ class JetStreamConnection:
 
         sub = await self.nc.subscribe(self.nc.new_inbox(), cb=collect)
         try:
-            request = {
-                "seq": max(start_seq, 1),
-                "next_by_subj": subject,
-                "batch": batch,
-                "max_bytes": max_bytes,
-            }
             await self.nc.publish(
                 f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=sub.subject
             )
@@ -391,12 +405,17 @@ class JetStreamConnection:
                 raise nats.errors.TimeoutError from None
         finally:
             await sub.unsubscribe()
-        headers = last.headers or {}
+        return out, self._batch_end(last.headers or {})
+
+    @staticmethod
+    def _batch_end(headers: dict[str, str]) -> int:
+        """What the status message that ended a batch direct get says: how many more
+        messages there are (0 when nothing more is on the subject), or the error it is."""
         status = headers.get("Status")
         if status == "204":  # end of batch
-            return out, int(headers.get("Nats-Num-Pending", "0"))
+            return int(headers.get("Nats-Num-Pending", "0"))
         if status == "404":  # nothing (more) on the subject
-            return out, 0
+            return 0
         if status == "408":  # the batch request timed out server side
             raise nats.errors.TimeoutError
         raise JsApiError(int(status or 0), 0, str(headers.get("Description", "")))

@@ -15,6 +15,8 @@ fenced publish. :class:`Requests` keeps what matters and drops the rest:
   nats-py's own ``_process_msg`` still parses the headers of a reply that has any (so the
   stored-status guard applies) and handles every other subscription as before;
 - timeouts checked by one sweep every 0.1 s while requests wait, not a timer each;
+- a request answered by several messages (a batch direct get: the messages, then a status
+  line that ends them) collects them under its token, without a subscription of its own;
 
 - the command appended to nats-py's pending buffer (so it keeps its order with everything
   else sent on the connection, and is buffered across a reconnect as nats-py does) and written
@@ -53,6 +55,8 @@ class Requests:
     def __init__(self, nc: NatsClient) -> None:
         self._nc = nc
         self._waiting: dict[bytes, asyncio.Future[Reply]] = {}
+        #: replies collected so far for the multi-message requests waiting (``request_many``)
+        self._batches: dict[bytes, list[Reply]] = {}
         self._tokens = itertools.count(1)
         self._prefix = b""
         self._sid: int | None = None
@@ -74,9 +78,53 @@ class Requests:
         Raises nats-py's own errors (``TimeoutError``, ``NoRespondersError``,
         ``ConnectionClosedError``), as ``nc.request`` does.
         """
-        nc = self._nc
         if self._sid is None:
             await self._open()
+        token, future = self._send(subject, payload, headers, timeout)
+        try:
+            data, reply_headers = await future
+        finally:
+            self._waiting.pop(token, None)
+            self._deadlines.pop(token, None)
+        if not data and reply_headers and reply_headers.get("Status") == _NO_RESPONDERS:
+            raise nats.errors.NoRespondersError
+        return data, reply_headers
+
+    async def request_many(
+        self, subject: str, payload: bytes, timeout: float
+    ) -> tuple[list[Reply], dict[str, str]]:
+        """A request answered by several messages and then a status message that ends them
+        (a batch direct get): the messages, and the headers of the one that ended them.
+
+        A stored message always has ``Nats-Sequence``; a message with a ``Status`` header
+        and no ``Nats-Sequence`` ends the replies (end of batch, nothing found, no
+        responders, an error). ``timeout`` applies to the whole. Raises as ``request``.
+        """
+        if self._sid is None:
+            await self._open()
+        replies: list[Reply] = []
+        token, future = self._send(subject, payload, None, timeout, replies)
+        try:
+            _, last = await future
+        finally:
+            self._waiting.pop(token, None)
+            self._deadlines.pop(token, None)
+            self._batches.pop(token, None)
+        assert last is not None  # what ends a batch is a status message
+        return replies, last
+
+    def _send(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str] | None,
+        timeout: float,
+        replies: list[Reply] | None = None,
+    ) -> tuple[bytes, asyncio.Future[Reply]]:
+        """Queue the command (written at the end of the loop turn) and register its reply
+        token (and ``replies``, where a multi-message request collects); the caller awaits the
+        future and unregisters the token."""
+        nc = self._nc
         if nc.is_closed:
             raise nats.errors.ConnectionClosedError
         token = b"%d" % next(self._tokens)
@@ -103,24 +151,19 @@ class Requests:
         future: asyncio.Future[Reply] = loop.create_future()
         self._waiting[token] = future
         self._deadlines[token] = loop.time() + timeout
+        if replies is not None:
+            self._batches[token] = replies
         if not self._sweeping:
             self._sweeping = True
             loop.call_later(_SWEEP_SECONDS, self._sweep)
-        try:
-            nc.stats["out_msgs"] += 1
-            nc.stats["out_bytes"] += len(payload)
-            nc._pending.append(command)
-            nc._pending_data_size += len(command)
-            if not self._flush_soon:
-                self._flush_soon = True
-                loop.call_soon(self._flush)
-            data, reply_headers = await future
-        finally:
-            self._waiting.pop(token, None)
-            self._deadlines.pop(token, None)
-        if not data and reply_headers and reply_headers.get("Status") == _NO_RESPONDERS:
-            raise nats.errors.NoRespondersError
-        return data, reply_headers
+        nc.stats["out_msgs"] += 1
+        nc.stats["out_bytes"] += len(payload)
+        nc._pending.append(command)
+        nc._pending_data_size += len(command)
+        if not self._flush_soon:
+            self._flush_soon = True
+            loop.call_soon(self._flush)
+        return token, future
 
     def _sweep(self) -> None:
         """Time out the requests whose deadline passed (a timer per request would cost a
@@ -183,6 +226,7 @@ class Requests:
         nc = self._nc
         original: Callable[..., Awaitable[None]] = nc._process_msg
         waiting = self._waiting
+        batches = self._batches
         start = len(self._prefix)
 
         async def process_msg(
@@ -191,10 +235,19 @@ class Requests:
             if msg_sid != sid:
                 await original(msg_sid, subject, reply, data, headers)
                 return
-            future = waiting.pop(bytes(subject[start:]), None)
+            token = bytes(subject[start:])
+            replies = batches.get(token)
+            if replies is not None:  # one of several replies (request_many)
+                parsed = await nc._process_headers(headers) if headers else None
+                if parsed is None or "Status" not in parsed or "Nats-Sequence" in parsed:
+                    replies.append((bytes(data), parsed))
+                    return
+                # the status message that ends them
+            future = waiting.pop(token, None)
             if future is None or future.done():
                 return  # timed out or given up meanwhile
-            parsed = await nc._process_headers(headers) if headers else None
+            if replies is None:
+                parsed = await nc._process_headers(headers) if headers else None
             if not future.done():
                 future.set_result((bytes(data), parsed))
 

@@ -124,3 +124,71 @@ async def test_a_stream_publish_through_the_connection_fails_fast_without_a_stre
     conn = JetStreamConnection(nc, url="nats://test", request_timeout=5.0)
     with pytest.raises(nats.js.errors.NoStreamResponseError):
         await conn.publish("no.stream.here", b"", None)
+
+
+async def test_concurrent_batch_reads_each_collect_their_own_messages(nc: NatsClient) -> None:
+    # the messages of a batch direct get and the status line that ends them ("NATS/1.0 204
+    # EOB", which a client cannot publish) come from a real stream
+    js = nc.jetstream()
+    await js.add_stream(name="MANY", subjects=["many.>"], allow_direct=True)
+    for i in range(60):
+        await js.publish(f"many.{i % 3}", f"{i}".encode())
+    conn = JetStreamConnection(nc, url="nats://test", request_timeout=5.0)
+    requests = conn._requests
+    assert requests is not None
+    got: dict[tuple[int, int], tuple[list[bytes], int]] = {}
+
+    async def one(subject: int, batch: int) -> None:
+        msgs, pending = await conn.direct_batch("MANY", f"many.{subject}", start_seq=1, batch=batch)
+        got[(subject, batch)] = ([m.data for m in msgs], pending)
+
+    async with anyio.create_task_group() as tg:
+        for subject in range(3):
+            for batch in range(1, 25):
+                tg.start_soon(one, subject, batch)
+    for (subject, batch), (bodies, pending) in got.items():
+        on_subject = [f"{i}".encode() for i in range(subject, 60, 3)]  # 20 each
+        assert on_subject[:batch] == bodies
+        assert max(20 - batch, 0) == pending
+    assert 3 * 24 == len(got)
+    assert not requests._waiting and not requests._batches
+    # a single-reply request on the same path is unaffected
+    await responder(nc, "echo", lambda msg: (msg.data, None))
+    await nc.flush()
+    assert (b"ok", None) == await requests.request("echo", b"ok", None, 5.0)
+
+
+async def test_a_request_for_several_messages_times_out_and_leaves_nothing_behind(
+    nc: NatsClient,
+) -> None:
+    async def answer(msg: Msg) -> None:  # two messages, never the status that ends them
+        for i in range(2):
+            await nc.publish(msg.reply, b"m", headers={"Nats-Sequence": str(i + 1)})
+
+    await nc.subscribe("unended", cb=answer)
+    await nc.flush()
+    requests = Requests(nc)
+    with anyio.fail_after(5), pytest.raises(nats.errors.TimeoutError):
+        await requests.request_many("unended", b"", 0.2)
+    assert not requests._waiting and not requests._batches and not requests._deadlines
+
+
+async def test_a_batch_direct_get_reads_a_stream_on_the_lean_path(nc: NatsClient) -> None:
+    js = nc.jetstream()
+    await js.add_stream(name="BATCH", subjects=["batch.>"], allow_direct=True)
+    for i in range(25):
+        await js.publish("batch.a", f"a{i}".encode())
+        await js.publish("batch.b", f"b{i}".encode())
+    conn = JetStreamConnection(nc, url="nats://test", request_timeout=5.0)
+    assert conn._requests is not None
+    msgs, pending = await conn.direct_batch("BATCH", "batch.a", start_seq=1, batch=10)
+    assert [f"a{i}".encode() for i in range(10)] == [m.data for m in msgs]
+    assert {"batch.a"} == {m.subject for m in msgs}  # the stored subject, not the reply's
+    assert 15 == pending
+    last_seq = int((msgs[-1].headers or {})["Nats-Sequence"])
+    rest, pending = await conn.direct_batch("BATCH", "batch.a", start_seq=last_seq + 1, batch=100)
+    assert [f"a{i}".encode() for i in range(10, 25)] == [m.data for m in rest]
+    assert 0 == pending
+    none, pending = await conn.direct_batch("BATCH", "batch.c", start_seq=1, batch=10)
+    assert ([], 0) == (none, pending)
+    assert not conn._requests._batches
