@@ -58,6 +58,7 @@ from ._partitions import (
     partition_of as partition_of,
 )
 from ._protocols import (
+    ChainEnds as ChainEnds,
     Clock as Clock,
     EventLog as EventLog,
     Inbox as Inbox,
@@ -77,6 +78,7 @@ from ._s3 import (
 __all__ = [
     "Append",
     "Backend",
+    "ChainEnds",
     "ChainHead",
     "Clock",
     "Codec",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import attrs
 
+from ._ends import LocalChainEnds
 from ._partitions import DEFAULT_PARTITIONS
 from ._protocols import (
+    ChainEnds,
     Clock,
     EventLog,
     Inbox,
@@ -42,6 +44,8 @@ class Backend:
     max_event_bytes: int = 1024 * 1024
     #: where the stores and the runtime report messages they skip as undecodable or unusable
     quarantine: Quarantine = attrs.field(factory=Quarantine)
+    #: word that a chain has ended, for result waiters in other processes (best effort)
+    ends: ChainEnds = attrs.field(factory=LocalChainEnds)
 
     def __repr__(self) -> str:
         return f"<Backend {self.name}>"

@@ -25,6 +25,7 @@ from ._codec import Codec
 from ._jetstream_blobs import JetStreamPayloadStore, JetStreamSnapshotStore, open_object_bucket
 from ._jetstream_conn import JetStreamConnection, ServerErrors, translate_errors
 from ._jetstream_connect import connect
+from ._jetstream_ends import JetStreamChainEnds
 from ._jetstream_events import JetStreamEventLog
 from ._jetstream_guard import guard_status_headers
 from ._jetstream_inbox import JetStreamInbox
@@ -240,4 +241,5 @@ async def _open_stores(
         clock=clock,
         max_event_bytes=max_event_bytes,
         quarantine=quarantine,
+        ends=JetStreamChainEnds(conn, names),
     )

@@ -9,7 +9,7 @@ fence internally; callers only ever see the per-run numbers.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -29,6 +29,7 @@ from ._model import (
 )
 
 __all__ = [
+    "ChainEnds",
     "Clock",
     "EventLog",
     "Inbox",
@@ -267,3 +268,21 @@ class SnapshotStore(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
+
+@runtime_checkable
+class ChainEnds(Protocol):
+    """Word that a chain has ended, for whoever waits on its result in another process.
+
+    Best effort and at most once: it only saves a waiter its polling (a waiter still reads
+    the store, and polls it slowly as a backstop for word that never came).
+    """
+
+    async def announce(self, workflow_id: str) -> None:
+        """Say that ``workflow_id``'s chain has ended (its final run record is written).
+        Never raises: an announcement that cannot go out is dropped."""
+        ...
+
+    async def listen(self, on_end: Callable[[str], None]) -> None:
+        """From now on (once this returns), call ``on_end(workflow_id)`` for every chain of
+        the namespace announced as ended, until the backend closes."""
+        ...

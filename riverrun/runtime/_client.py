@@ -34,6 +34,9 @@ Ts = TypeVarTuple("Ts")
 
 _POLL_MIN = 0.02
 _POLL_MAX = 0.5
+#: the polling of a waiter that hears announced chain ends (``Services.watch_ends``)
+_BACKSTOP_MIN = 1.0
+_BACKSTOP_MAX = 5.0
 _ENDED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
@@ -467,6 +470,14 @@ class WorkflowHandle(Generic[T]):
                 await started_here.event.wait()
             if started_here.run is not None:
                 return await self._settle(started_here.run)
+        # The chain's worker announces its end (another process's, or this one's for a chain
+        # started elsewhere): polling the store is only the backstop for an announcement
+        # that never came, so it starts slower and backs off further when it listens.
+        listening = await services.watch_ends()
+        if listening:
+            poll, poll_max = _BACKSTOP_MIN, _BACKSTOP_MAX
+        else:
+            poll_max = _POLL_MAX * 4 if services.local_worker else _POLL_MAX
         while True:
             done = services.done_event(self.workflow_id)
             head = await runs.get_head(self.workflow_id)
@@ -483,9 +494,7 @@ class WorkflowHandle(Generic[T]):
                 return await self._settle(run)
             with anyio.move_on_after(poll):
                 await done.wait()
-            # A worker in this process wakes us through `done`; polling is only the backstop
-            # for chains hosted elsewhere, so it backs off quickly.
-            poll = min(poll * 2, _POLL_MAX * 4 if services.local_worker else _POLL_MAX)
+            poll = min(poll * 2, poll_max)
 
     async def _settle(self, run: WorkflowRun) -> Any:
         """The result of a chain whose last run is ``run`` (terminal), or its error."""

@@ -1087,6 +1087,7 @@ class WorkflowInstance:
         services.forget(self.workflow_id)
         if ahead is None:
             services.notify_done(self.workflow_id, final)
+        await services.announce_end(self.workflow_id)  # the record is written: waiters elsewhere
         # the chain is no longer running: out of its partition's index (after the record,
         # so a crash in between leaves an entry the next claimer drops, never a lost chain)
         await services.backend.owners.index_remove(

@@ -5,6 +5,7 @@ chain head, update a run record, apply retention, wait for a chain to end)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -39,6 +40,8 @@ from ._telemetry import Telemetry, carrier, end_span
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
+
+_log = logging.getLogger("riverrun.client")
 
 __all__ = ["STOPPING", "ChainEnd", "Services"]
 
@@ -92,6 +95,9 @@ class Services:
 
     _step_limiter: anyio.CapacityLimiter | None = None
     _rehydrating: anyio.CapacityLimiter | None = None
+    #: listening for chain ends announced by the namespace's workers (``watch_ends``):
+    #: set once it listens, ``False`` if it cannot
+    _ends: asyncio.Future[bool] | None = None
 
     @property
     def clock(self) -> Any:
@@ -542,6 +548,42 @@ class Services:
         if end is not None:
             end.run = final
             end.event.set()
+
+    async def watch_ends(self) -> bool:
+        """Listen (once, from the first call on) for the chain ends the namespace's workers
+        announce, setting the done events of the chains waited on here; whether it listens.
+
+        Best effort: a backend that cannot (a user without the permission to subscribe, a
+        connection lost) leaves the waiters to poll the store, as before.
+        """
+        if self._ends is None:
+            self._ends = asyncio.get_running_loop().create_future()
+            try:
+                await self.backend.ends.listen(self._heard_end)
+            except Exception as exc:
+                _log.warning(
+                    "not listening for chain ends (result waiters poll the store): %s: %s",
+                    type(exc).__name__,
+                    exc,
+                )
+                self._ends.set_result(False)
+            except BaseException:
+                self._ends.cancel()
+                self._ends = None  # cancelled: the next waiter tries again
+                raise
+            else:
+                self._ends.set_result(True)
+        return await asyncio.shield(self._ends)
+
+    def _heard_end(self, workflow_id: str) -> None:
+        # (this process's worker gave the waiters here the final record already, if it
+        # ended the chain: a waiter that is still there reads the store)
+        self.notify_done(workflow_id)
+
+    async def announce_end(self, workflow_id: str) -> None:
+        """Tell the result waiters of other processes (``watch_ends``) that the chain's final
+        record is written."""
+        await self.backend.ends.announce(workflow_id)
 
     def announced_end(self, workflow_id: str) -> ChainEnd | None:
         """What this process's worker sets when the chain it started ends, if any."""

@@ -200,6 +200,7 @@ async def _project(
         )
     services.forget(workflow_id)
     services.notify_done(workflow_id, final)
+    await services.announce_end(workflow_id)
     return final
 
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from riverrun.persistence import (
+    ChainEnds,
     EmbeddedNatsServer,
     EventLog,
     Inbox,
@@ -19,6 +20,7 @@ from riverrun.persistence import (
 from riverrun.persistence._codec import Codec
 
 from .contract import (
+    ChainEndsContract,
     EventLogContract,
     InboxContract,
     OwnershipStoreContract,
@@ -80,3 +82,15 @@ class TestJetStreamSnapshotStore(SnapshotStoreContract):
     ) -> AsyncIterator[SnapshotStore]:
         async with open_jetstream_backend(nats_server.url, namespace=namespace) as backend:
             yield backend.snapshots
+
+
+class TestJetStreamChainEnds(ChainEndsContract):
+    @pytest.fixture
+    async def chain_ends(
+        self, nats_server: EmbeddedNatsServer, namespace: str
+    ) -> AsyncIterator[tuple[ChainEnds, ChainEnds]]:
+        async with (
+            open_jetstream_backend(nats_server.url, namespace=namespace) as one,
+            open_jetstream_backend(nats_server.url, namespace=namespace) as other,
+        ):
+            yield one.ends, other.ends

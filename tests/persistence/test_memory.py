@@ -11,6 +11,7 @@ import pytest
 
 from riverrun.persistence import (
     Backend,
+    ChainEnds,
     Clock,
     CodecError,
     EventLog,
@@ -34,6 +35,7 @@ from riverrun.persistence._memory_owners import MemoryOwnershipStore
 from riverrun.persistence._memory_runs import MemoryRunStore
 
 from .contract import (
+    ChainEndsContract,
     EventLogContract,
     InboxContract,
     OwnershipStoreContract,
@@ -80,6 +82,13 @@ class TestMemorySnapshotStore(SnapshotStoreContract):
     @pytest.fixture
     async def snapshot_store(self) -> AsyncIterator[SnapshotStore]:
         yield MemorySnapshotStore()
+
+
+class TestMemoryChainEnds(ChainEndsContract):
+    @pytest.fixture
+    async def chain_ends(self) -> AsyncIterator[tuple[ChainEnds, ChainEnds]]:
+        async with open_memory_backend() as backend:
+            yield backend.ends, backend.ends  # runtimes sharing it share its announcements
 
 
 # -- a virtual clock ---------------------------------------------------------------------------

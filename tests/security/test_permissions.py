@@ -108,6 +108,25 @@ async def test_the_worker_and_client_users_run_workflows(server: EmbeddedNatsSer
             assert {"a-1"} <= {run.workflow_id for run in await client.list_runs()}
 
 
+async def test_a_client_user_that_may_not_hear_chain_ends_polls_for_results(
+    secured_server: Callable[[str], EmbeddedNatsServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    allowed = '"_INBOX_ORDERS_CLIENT.>", "rr.orders.end"'
+    assert allowed in server_config()
+    server = secured_server(server_config().replace(allowed, '"_INBOX_ORDERS_CLIENT.>"'))
+    with anyio.fail_after(HANG):
+        async with (
+            connect(server, "worker", namespace="orders", workflows=[doubler]),
+            connect(server, "client", namespace="orders") as client_rt,
+        ):
+            handle = await client_rt.client.start(doubler, 5, workflow_id="d-polled")
+            assert 10 == await handle.result()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "riverrun.client"]
+    assert any(
+        "not listening for chain ends" in m and "'rr.orders.end'" in m for m in warnings
+    ), warnings
+
+
 async def test_the_client_user_cannot_purge(server: EmbeddedNatsServer) -> None:
     async with connect(server, "worker", namespace="orders", workflows=[doubler]) as rt:
         handle = await rt.client.start(doubler, 4, workflow_id="d-1")
