@@ -397,19 +397,7 @@ async def _w1_w3(url: str, steps: int, w3_count: int, **telemetry: Any) -> tuple
         start = time.perf_counter()
         await (await rt.client.start(sequential, steps)).result()
         w1 = time.perf_counter() - start
-        start = time.perf_counter()
-        handles: list[Any] = []
-
-        async def start_one() -> None:
-            handles.append(await rt.client.start(sequential, 5))
-
-        async with anyio.create_task_group() as tg:
-            for _ in range(w3_count):
-                tg.start_soon(start_one)
-        async with anyio.create_task_group() as tg:
-            for h in handles:
-                tg.start_soon(h.result)
-        w3 = time.perf_counter() - start
+        w3, _ = await _w3(rt, w3_count)
     return w1, w3
 
 
