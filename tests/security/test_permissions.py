@@ -5,6 +5,7 @@ not a timeout to retry for ever."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -111,6 +112,7 @@ async def test_the_worker_and_client_users_run_workflows(server: EmbeddedNatsSer
 async def test_a_client_user_that_may_not_hear_chain_ends_polls_for_results(
     secured_server: Callable[[str], EmbeddedNatsServer], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="riverrun.client")  # whatever the root's level
     allowed = '"_INBOX_ORDERS_CLIENT.>", "rr.orders.end"'
     assert allowed in server_config()
     server = secured_server(server_config().replace(allowed, '"_INBOX_ORDERS_CLIENT.>"'))
