@@ -38,7 +38,7 @@ import anyio
 import nats
 
 from riverrun import Runtime, continue_as_new, step, workflow
-from riverrun.cli._worker import DEFAULT_GC_THRESHOLD
+from riverrun.cli._worker import DEFAULT_GC_THRESHOLD, tune_collector
 from riverrun.persistence import RunKey
 
 _PAYLOAD = b"\x85" + b"x" * 60  # about the size of a step.completed event
@@ -266,11 +266,7 @@ async def w1_w2_w3(sync_interval: str | None, steps: int, w3_count: int) -> None
             (f"gc threshold {DEFAULT_GC_THRESHOLD}, as riverrun worker", DEFAULT_GC_THRESHOLD),
         ):
             await anyio.sleep(1)  # what the runs before still do in the background settles
-            gc.set_threshold(threshold, *default[1:])
-            try:
-                w3, cpu = await _w3(rt, w3_count)
-            finally:
-                gc.set_threshold(*default)
+            w3, cpu = await _w3(rt, w3_count, gc_threshold=threshold)
             print(f"[{label}] W3 ({collector}): {w3_count} workflows x 5 steps at once: "
                   f"{w3:.3f}s = {w3_count / w3:.0f} workflows/s; raw floor ({w3_count} "
                   f"concurrent appenders, 7 fenced appends each): {raw_w3:.3f}s = "
@@ -282,7 +278,6 @@ async def w1_w2_w3(sync_interval: str | None, steps: int, w3_count: int) -> None
 async def runtime_alone(steps: int, w3_count: int, rounds: int = 3) -> None:
     """W1 and W3 on the memory backend: no server, no network, no fsync. What is left is the
     runtime's own Python (and the memory stores'): a ceiling no storage setting can lift."""
-    default = gc.get_threshold()
     w1_best = w3_best = cpu_best = float("inf")
     async with Runtime.in_memory(workflows=[sequential]) as rt:
         handle = await rt.client.start(sequential, 5)  # warm-up
@@ -292,11 +287,7 @@ async def runtime_alone(steps: int, w3_count: int, rounds: int = 3) -> None:
             handle = await rt.client.start(sequential, steps)
             await handle.result()
             w1_best = min(w1_best, time.perf_counter() - start)
-            gc.set_threshold(DEFAULT_GC_THRESHOLD, *default[1:])
-            try:
-                w3, cpu = await _w3(rt, w3_count)
-            finally:
-                gc.set_threshold(*default)
+            w3, cpu = await _w3(rt, w3_count, gc_threshold=DEFAULT_GC_THRESHOLD)
             w3_best, cpu_best = min(w3_best, w3), min(cpu_best, cpu)
     print(f"C: the runtime alone (memory backend: no server, no I/O), best of {rounds}: W1 "
           f"{w1_best / steps * 1e6:.0f} us per step; W3 ({w3_count} x 5 steps, gc threshold "
@@ -315,11 +306,8 @@ async def gc_rounds(rounds: int, w3_count: int) -> None:
         await _w3(rt, w3_count)  # warm-up
         for _ in range(rounds):
             for threshold, figures in cpu.items():
-                gc.set_threshold(threshold, *default[1:])
-                try:
-                    figures.append((await _w3(rt, w3_count))[1] / w3_count * 1e3)
-                finally:
-                    gc.set_threshold(*default)
+                _, cpu_spent = await _w3(rt, w3_count, gc_threshold=threshold)
+                figures.append(cpu_spent / w3_count * 1e3)
     python, worker = (statistics.median(cpu[t]) for t in (default[0], DEFAULT_GC_THRESHOLD))
     print(f"G: W3 x {rounds} rounds each (server default sync), Python CPU per workflow, "
           f"median: {python:.2f} ms with Python's collector settings, {worker:.2f} ms with "
@@ -327,8 +315,17 @@ async def gc_rounds(rounds: int, w3_count: int) -> None:
           f"= {worker / python:.2f}x")
 
 
-async def _w3(rt: Runtime, count: int) -> tuple[float, float]:
-    """``count`` workflows of 5 steps started at once and awaited: (seconds, process CPU)."""
+async def _w3(rt: Runtime, count: int, *, gc_threshold: int | None = None) -> tuple[float, float]:
+    """``count`` workflows of 5 steps started at once and awaited: (seconds, process CPU);
+    with ``gc_threshold``, the collector's youngest generation set as ``riverrun worker``
+    sets it (``tune_collector``) for the while."""
+    if gc_threshold is not None:
+        default = gc.get_threshold()
+        tune_collector(gc_threshold)
+        try:
+            return await _w3(rt, count)
+        finally:
+            gc.set_threshold(*default)
     cpu = time.process_time()
     start = time.perf_counter()
     handles: list[Any] = []
