@@ -37,7 +37,7 @@ from .._errors import (
     StorePermissionDenied,
     StoreUnavailable,
 )
-from ._jetstream_requests import Reply, Requests
+from ._jetstream_requests import Reply, Requests, is_status
 from ._redact import redact_url
 
 __all__ = [
@@ -313,14 +313,17 @@ class JetStreamConnection:
 
     def _direct_result(self, subject: str, reply: Reply) -> Msg | None:
         data, headers = reply
-        # a stored message always has Nats-Sequence: a "Status" header on it is its own
-        if not data and headers is not None and "Nats-Sequence" not in headers:
-            status = headers.get("Status")
+        if not data and headers is not None and is_status(headers):
+            status = headers["Status"]
             if status == "404":
                 return None
-            if status is not None:
-                description = str(headers.get("Description", ""))
-                raise JsApiError(int(status), 0, description or f"direct get status {status}")
+            description = str(headers.get("Description", ""))
+            raise JsApiError(int(status), 0, description or f"direct get status {status}")
+        return self._stored(subject, reply)
+
+    def _stored(self, subject: str, reply: Reply) -> Msg:
+        """A stored message read by a direct get, under the subject it was stored on."""
+        data, headers = reply
         if headers is not None:
             subject = headers.get("Nats-Subject", subject)
         return Msg(_client=self.nc, subject=subject, data=data, headers=headers)
@@ -372,24 +375,15 @@ class JetStreamConnection:
             replies, status_headers = await self._requests.request_many(
                 f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), self.timeout
             )
-            msgs = [
-                Msg(
-                    _client=self.nc,
-                    subject=(headers or {}).get("Nats-Subject", subject),
-                    data=data,
-                    headers=headers,
-                )
-                for data, headers in replies
-            ]
-            return msgs, self._batch_end(status_headers)
+            return [self._stored(subject, reply) for reply in replies], self._batch_end(
+                status_headers
+            )
         out: list[Msg] = []
         end: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
 
         # A callback, not next_msg(): next_msg costs a task, a uuid and a wait_for per message.
         async def collect(msg: Msg) -> None:
-            headers = msg.headers
-            # (a stored message always has Nats-Sequence: a "Status" header on it is its own)
-            if headers is None or "Status" not in headers or "Nats-Sequence" in headers:
+            if not is_status(msg.headers):
                 out.append(msg)
             elif not end.done():
                 end.set_result(msg)

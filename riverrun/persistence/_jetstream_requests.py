@@ -38,10 +38,17 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client as NatsClient
 
-__all__ = ["Reply", "Requests"]
+__all__ = ["Reply", "Requests", "is_status"]
 
 #: a reply: its body and its headers (parsed; ``None`` without any)
 Reply = tuple[bytes, "dict[str, str] | None"]
+
+
+def is_status(headers: dict[str, str] | None) -> bool:
+    """Whether a reply with these headers is a status message (end of batch, not found, no
+    responders, an error), not a stored message: a stored message always has
+    ``Nats-Sequence``, so a ``Status`` header on it is its own."""
+    return headers is not None and "Status" in headers and "Nats-Sequence" not in headers
 
 _NO_RESPONDERS = "503"
 #: how often waiting requests are checked for their timeout (the precision of a timeout)
@@ -96,9 +103,8 @@ class Requests:
         """A request answered by several messages and then a status message that ends them
         (a batch direct get): the messages, and the headers of the one that ended them.
 
-        A stored message always has ``Nats-Sequence``; a message with a ``Status`` header
-        and no ``Nats-Sequence`` ends the replies (end of batch, nothing found, no
-        responders, an error). ``timeout`` applies to the whole. Raises as ``request``.
+        A status message (``is_status``) ends the replies. ``timeout`` applies to the
+        whole. Raises as ``request``.
         """
         if self._sid is None:
             await self._open()
@@ -236,19 +242,13 @@ class Requests:
                 await original(msg_sid, subject, reply, data, headers)
                 return
             token = bytes(subject[start:])
+            parsed = await nc._process_headers(headers) if headers else None
             replies = batches.get(token)
-            if replies is not None:  # one of several replies (request_many)
-                parsed = await nc._process_headers(headers) if headers else None
-                if parsed is None or "Status" not in parsed or "Nats-Sequence" in parsed:
-                    replies.append((bytes(data), parsed))
-                    return
-                # the status message that ends them
+            if replies is not None and not is_status(parsed):
+                replies.append((bytes(data), parsed))  # one of several (request_many)
+                return
             future = waiting.pop(token, None)
-            if future is None or future.done():
-                return  # timed out or given up meanwhile
-            if replies is None:
-                parsed = await nc._process_headers(headers) if headers else None
-            if not future.done():
+            if future is not None and not future.done():  # else timed out or given up
                 future.set_result((bytes(data), parsed))
 
         nc._process_msg = process_msg  # type: ignore[method-assign,assignment]
