@@ -559,7 +559,9 @@ class Services:
         if self._ends is None:
             self._ends = asyncio.get_running_loop().create_future()
             try:
-                await self.backend.ends.listen(self._heard_end)
+                # (a chain this process's worker ended gave the waiters here its final record
+                # already: a waiter still there when the word comes reads the store)
+                await self.backend.ends.listen(self.notify_done)
             except Exception as exc:
                 _log.warning(
                     "not listening for chain ends (result waiters poll the store): %s: %s",
@@ -574,11 +576,6 @@ class Services:
             else:
                 self._ends.set_result(True)
         return await asyncio.shield(self._ends)
-
-    def _heard_end(self, workflow_id: str) -> None:
-        # (this process's worker gave the waiters here the final record already, if it
-        # ended the chain: a waiter that is still there reads the store)
-        self.notify_done(workflow_id)
 
     async def announce_end(self, workflow_id: str) -> None:
         """Tell the result waiters of other processes (``watch_ends``) that the chain's final
