@@ -41,6 +41,7 @@ from ._jetstream_requests import Reply, Requests, is_status
 from ._redact import redact_url
 
 __all__ = [
+    "ANY_REVISION",
     "ERR_BATCH_DUPLICATE_MSG_ID",
     "ERR_WRONG_LAST_SEQUENCE",
     "ERR_WRONG_LAST_SEQUENCE_CONST",
@@ -60,6 +61,8 @@ ERR_WRONG_LAST_SEQUENCE: Final = 10071
 ERR_WRONG_LAST_SEQUENCE_CONST: Final = 10164
 #: either: a fenced write found another last sequence than it expected
 WRONG_LAST_SEQUENCE: Final = (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CONST)
+#: ``kv_put``'s ``expected_revision`` for a write whatever the key holds
+ANY_REVISION: Final = -1
 #: an atomic batch carried a ``Nats-Msg-Id`` that the stream has already seen
 ERR_BATCH_DUPLICATE_MSG_ID: Final = 10201
 #: JSNotEnabledForAccountErr: the user's account has no JetStream
@@ -342,12 +345,12 @@ class JetStreamConnection:
     async def kv_put(
         self, bucket: str, key: str, value: bytes, *, expected_revision: int | None
     ) -> int:
-        """Write a KV entry: unconditionally (``expected_revision`` -1), only if the key holds
+        """Write a KV entry: unconditionally (``ANY_REVISION``), only if the key holds
         nothing (``None``: ``JsApiError`` 10071 if it holds anything, a delete or purge marker
         included), or only at that revision. Returns the new revision."""
         headers = (
             None
-            if expected_revision == -1
+            if expected_revision == ANY_REVISION
             else {"Nats-Expected-Last-Subject-Sequence": str(expected_revision or 0)}
         )
         ack = await self.publish(f"$KV.{bucket}.{key}", value, headers)

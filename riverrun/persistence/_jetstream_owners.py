@@ -24,7 +24,7 @@ from nats.js.kv import KeyValue
 
 from .._errors import IncompatibleStoreConfig, PersistenceError
 from ._codec import Codec
-from ._jetstream_conn import JetStreamConnection, translate_errors
+from ._jetstream_conn import ANY_REVISION, JetStreamConnection, translate_errors
 from ._jetstream_names import Names, escape_token, unescape_token
 from ._model import Lease, Member
 from ._partitions import DEFAULT_PARTITIONS, check_partitions
@@ -198,7 +198,7 @@ class JetStreamOwnershipStore:
     async def index_add(self, queue: str, partition: int, workflow_id: str, run_id: str) -> None:
         key = _index_key(queue, partition, workflow_id, run_id)
         with translate_errors(self._conn, f"index running workflow {workflow_id}"):
-            await self._conn.kv_put(self._index_bucket, key, b"", expected_revision=-1)
+            await self._conn.kv_put(self._index_bucket, key, b"", expected_revision=ANY_REVISION)
 
     async def index_remove(self, queue: str, partition: int, workflow_id: str, run_id: str) -> None:
         subject = f"$KV.{self._index_bucket}.{_index_key(queue, partition, workflow_id, run_id)}"
