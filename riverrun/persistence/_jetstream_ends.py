@@ -2,11 +2,9 @@
 
 The body is the workflow id. A worker publishes one when it has written a chain's final run
 record; a process waiting on results subscribes once, on first need, and keeps the
-subscription until the backend closes. Core NATS delivers at most once (and a message
-published just after either connection opened is sometimes lost: about 1 in 100 with plain
-nats-py on the embedded server, never on connections a moment old in 500 tries); a user
-without permission to subscribe is refused at ``listen``. Waiters poll the store as a
-backstop either way.
+subscription until the backend closes. Core NATS delivers at most once, and a user without
+permission to subscribe is refused at ``listen``: waiters poll the store as a backstop
+either way.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import StorePermissionDenied
-from ._jetstream_conn import JetStreamConnection
+from ._jetstream_conn import JetStreamConnection, translate_errors
 from ._jetstream_names import Names
 
 __all__ = ["JetStreamChainEnds"]
@@ -68,9 +66,13 @@ class JetStreamChainEnds:
         conn.check_connected(f"listen on {self.subject}")
         before = conn.server_errors.violations
         sub = await nc.subscribe(self.subject, cb=self._heard)
-        await nc.flush()  # the server has the interest before we return (or refused it)
-        # the server answers a refused subscription with an error line before the flush's
-        # PONG, and nats-py hands it to the error callback as it reads it
+        # The server has the interest (or has refused it) once a request sent after the SUB
+        # is answered: nats-py's flush() will not do, its PING goes straight to the socket,
+        # ahead of a SUB still in nats-py's buffer (its PONG then comes before the server has
+        # seen the SUB). A refusal is an error line nats-py hands to the error callback as
+        # it reads it, before that reply.
+        with translate_errors(conn, f"listen on {self.subject}"):
+            await conn.request("$JS.API.INFO", b"")
         denied = conn.server_errors.denied_since(before)
         if denied is not None and denied[1].lower() == self.subject.lower():
             await sub.unsubscribe()

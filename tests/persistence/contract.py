@@ -757,9 +757,8 @@ class ChainEndsContract:
     """``ChainEnds``: fixture ``chain_ends`` yields two of them on one namespace (an announcer
     and a listener: two connections where the backend has them).
 
-    Announcements are best effort (at most once): on NATS, one made just after a connection
-    opened is sometimes not delivered (seen with plain nats-py, about 1 in 100), so these
-    tests announce again until heard, and check who hears what.
+    Announcements are best effort (at most once), so these tests announce again until heard,
+    and check who hears what.
     """
 
     async def announce_until_heard(
